@@ -1,0 +1,73 @@
+"""pyengine: a compiled-kernel accelerated text-generation engine with the transformers 4.x API.
+
+`import pyengine` imports no framework: every public name below is resolved on first use.
+
+Example:
+    >>> from pyengine import AutoModelForCausalLM
+    >>> model = AutoModelForCausalLM.from_pretrained("path/to/checkpoint")
+    >>> model.generate(input_ids, max_new_tokens=20)
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it (literal table; no import-time side effects)
+_LAZY = {
+    "PretrainedConfig": "pyengine.configuration_utils",
+    "GenerationConfig": "pyengine.generation_config",
+    "AutoConfig": "pyengine.auto",
+    "AutoModel": "pyengine.auto",
+    "AutoModelForCausalLM": "pyengine.auto",
+    "PreTrainedModel": "pyengine.modeling_utils",
+    "GenerationMixin": "pyengine.generation.utils",
+    "GPT2Config": "pyengine.models.gpt2.config",
+    "GPT2Model": "pyengine.models.gpt2.modeling_torch",
+    "GPT2LMHeadModel": "pyengine.models.gpt2.modeling_torch",
+    "LlamaConfig": "pyengine.models.llama.config",
+    "LlamaModel": "pyengine.models.llama.modeling_torch",
+    "LlamaForCausalLM": "pyengine.models.llama.modeling_torch",
+    "Tokenizer": "pyengine.tokenization",
+    "LogitsProcessor": "pyengine.generation.logits_process",
+    "LogitsWarper": "pyengine.generation.logits_process",
+    "LogitsProcessorList": "pyengine.generation.logits_process",
+    "TemperatureLogitsWarper": "pyengine.generation.logits_process",
+    "TopKLogitsWarper": "pyengine.generation.logits_process",
+    "TopPLogitsWarper": "pyengine.generation.logits_process",
+    "MinPLogitsWarper": "pyengine.generation.logits_process",
+    "RepetitionPenaltyLogitsProcessor": "pyengine.generation.logits_process",
+    "NoRepeatNGramLogitsProcessor": "pyengine.generation.logits_process",
+    "NoBadWordsLogitsProcessor": "pyengine.generation.logits_process",
+    "MinLengthLogitsProcessor": "pyengine.generation.logits_process",
+    "MinNewTokensLengthLogitsProcessor": "pyengine.generation.logits_process",
+    "ForcedBOSTokenLogitsProcessor": "pyengine.generation.logits_process",
+    "ForcedEOSTokenLogitsProcessor": "pyengine.generation.logits_process",
+    "InfNanRemoveLogitsProcessor": "pyengine.generation.logits_process",
+    "StoppingCriteria": "pyengine.generation.stopping_criteria",
+    "StoppingCriteriaList": "pyengine.generation.stopping_criteria",
+    "MaxLengthCriteria": "pyengine.generation.stopping_criteria",
+    "MaxTimeCriteria": "pyengine.generation.stopping_criteria",
+    "EosTokenCriteria": "pyengine.generation.stopping_criteria",
+    "GenerateDecoderOnlyOutput": "pyengine.engine.outputs",
+    "GenerateEncoderDecoderOutput": "pyengine.engine.outputs",
+    "GenerateBeamDecoderOnlyOutput": "pyengine.engine.outputs",
+    "GenerateBeamEncoderDecoderOutput": "pyengine.engine.outputs",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pyengine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,70 @@
+"""The decoding loop: one for every framework. It imports no framework.
+
+Each step: the model's `step_fn` turns the history into next-token logits `[B, V]`; the plan's processors
+adjust them; the strategy picks one token per row; finished rows get the pad token; stopping is checked.
+The token buffer `[B, max_length]` is allocated once and filled column by column.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pyengine.backends.base import Array, Backend
+from pyengine.engine.plan import DecodePlan
+
+
+@dataclass
+class DecodeResult:
+    sequences: Array  # [B, T_out]: prompt + generated, T_out <= max_length
+    scores: tuple[Array, ...] | None  # per step [B, V], processed (output_scores)
+    logits: tuple[Array, ...] | None  # per step [B, V], raw (output_logits)
+
+
+def run(
+    plan: DecodePlan,
+    step_fn: Callable[[Array], Array],
+    backend: Backend,
+    prompt: Array,
+    rng: Any = None,
+    on_step: Callable[[Array], None] | None = None,
+) -> DecodeResult:
+    """Decode `prompt` `[B, S]` until every row stops or `plan.max_length` is reached."""
+    ops = backend.ops
+    batch, cur = prompt.shape[0], prompt.shape[1]
+    tokens = backend.token_buffer(prompt, plan.max_length, fill=plan.pad_token_id or 0)  # [B, T]
+    finished = backend.zeros_bool(batch)  # [B]
+    scores_out: list[Array] = []
+    logits_out: list[Array] = []
+    deadline = None if plan.max_time is None else time.monotonic() + plan.max_time
+    while cur < plan.max_length:
+        history = tokens[:, :cur]  # [B, cur]
+        logits = step_fn(history)  # [B, V] float32
+        scores = logits
+        for spec in plan.processors:
+            scores = spec(ops, history, scores)
+        if plan.output_scores:
+            scores_out.append(scores)
+        if plan.output_logits:
+            logits_out.append(logits)
+        next_tokens = backend.sample(scores, rng) if plan.strategy == "sample" else ops.argmax(scores)  # [B]
+        if plan.eos_token_ids:
+            next_tokens = backend.where(finished, plan.pad_token_id, next_tokens)
+            finished = backend.logical_or(finished, backend.isin(next_tokens, list(plan.eos_token_ids)))
+        backend.set_column(tokens, cur, next_tokens)
+        cur += 1
+        if on_step is not None:
+            on_step(next_tokens)
+        for criterion in plan.stopping:
+            finished = backend.logical_or(finished, criterion(tokens[:, :cur], tuple(scores_out) or None))
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        if backend.all(finished):
+            break
+    return DecodeResult(
+        sequences=tokens[:, :cur],
+        scores=tuple(scores_out) if plan.output_scores else None,
+        logits=tuple(logits_out) if plan.output_logits else None,
+    )

@@ -1,0 +1,123 @@
+"""GenerationConfig -> DecodePlan: which strategy, which processor specs in which order, when to stop.
+
+The order is transformers 4.57's `_get_logits_processor`: penalties and bans first, then the user's
+processors, then (sampling only) temperature, top-k, top-p, min-p. Every value is checked here, against
+the vocabulary too, so bad input fails before any model or kernel runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyengine.engine import processors as P
+
+STRATEGIES = ("greedy", "sample")
+
+
+@dataclass
+class DecodePlan:
+    """Everything the loop needs besides the model and the backend.
+
+    Fields:
+        strategy: "greedy" or "sample".
+        processors: specs applied in order to each step's logits.
+        max_length: total length (prompt + new tokens) at which every row stops.
+        eos_token_ids: a row finishes when it emits one of these; later positions get `pad_token_id`.
+        pad_token_id: filler for finished rows (required when eos_token_ids is non-empty).
+        stopping: user criteria `fn(tokens [B, T], scores) -> bool [B] or bool`, called as-is.
+        max_time: seconds after which every row stops (None: no limit).
+        output_scores / output_logits: keep processed scores / raw logits of every step.
+    """
+
+    strategy: str
+    processors: list[Any]
+    max_length: int
+    eos_token_ids: tuple[int, ...] = ()
+    pad_token_id: int | None = None
+    stopping: list[Callable[..., Any]] = field(default_factory=list)
+    max_time: float | None = None
+    output_scores: bool = False
+    output_logits: bool = False
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not one of {STRATEGIES}")
+        if self.eos_token_ids and self.pad_token_id is None:
+            raise ValueError("`pad_token_id` is needed to pad rows that finished with EOS; pass pad_token_id.")
+
+
+def build_plan(
+    config: Any,
+    *,
+    vocab_size: int,
+    prompt_length: int,
+    eos_token_ids: Sequence[int],
+    pad_token_id: int | None,
+    custom_processors: Sequence[Callable[..., Any]] = (),
+    custom_criteria: Sequence[Callable[..., Any]] = (),
+) -> DecodePlan:
+    """Translate a validated GenerationConfig (already length-resolved) into a DecodePlan."""
+    eos = tuple(int(e) for e in eos_token_ids)
+    _check_ids("eos_token_id", eos, vocab_size)
+    specs: list[Any] = []
+    if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
+        specs.append(P.RepetitionPenalty(float(config.repetition_penalty)))
+    if config.no_repeat_ngram_size:
+        specs.append(P.NoRepeatNGram(int(config.no_repeat_ngram_size)))
+    if config.bad_words_ids is not None:
+        words = tuple(tuple(int(t) for t in w) for w in config.bad_words_ids if not (len(w) == 1 and w[0] in eos))
+        _check_ids("bad_words_ids", [t for w in words for t in w], vocab_size)
+        if words:
+            specs.append(P.BadWords(words))
+    if config.min_length and eos:
+        specs.append(P.MinLength(int(config.min_length), eos))
+    if config.min_new_tokens and eos:
+        specs.append(P.MinNewTokens(prompt_length, int(config.min_new_tokens), eos))
+    if config.forced_bos_token_id is not None:
+        specs.append(P.ForcedBOS(int(config.forced_bos_token_id)))
+    if config.forced_eos_token_id is not None:
+        forced = config.forced_eos_token_id
+        specs.append(P.ForcedEOS(config.max_length, tuple(forced) if isinstance(forced, list) else (int(forced),)))
+    if config.remove_invalid_values:
+        specs.append(P.InfNanRemove())
+    specs.extend(P.Custom(fn) for fn in custom_processors)
+    if config.do_sample:
+        specs.extend(_warpers(config, min_keep=1))
+    return DecodePlan(
+        strategy="sample" if config.do_sample else "greedy",
+        processors=specs,
+        max_length=int(config.max_length),
+        eos_token_ids=eos,
+        pad_token_id=pad_token_id,
+        stopping=list(custom_criteria),
+        max_time=config.max_time,
+        output_scores=bool(config.return_dict_in_generate and config.output_scores),
+        output_logits=bool(config.return_dict_in_generate and config.output_logits),
+    )
+
+
+def _warpers(config: Any, min_keep: int) -> list[Any]:
+    specs: list[Any] = []
+    if config.temperature is not None and config.temperature != 1.0:
+        t = config.temperature
+        if not isinstance(t, (int, float)) or t <= 0:
+            raise ValueError(
+                f"`temperature` (={t}) has to be a strictly positive float, otherwise your next token scores will be "
+                "invalid. If you're looking for greedy decoding strategies, set `do_sample=False`."
+            )
+        specs.append(P.Temperature(float(t)))
+    if config.top_k is not None and config.top_k != 0:
+        specs.append(P.TopK(int(config.top_k), min_keep))
+    if config.top_p is not None and config.top_p < 1.0:
+        specs.append(P.TopP(float(config.top_p), min_keep))
+    if config.min_p is not None:
+        specs.append(P.MinP(float(config.min_p), min_keep))
+    return specs
+
+
+def _check_ids(name: str, ids: Sequence[int], vocab_size: int) -> None:
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"`{name}` holds token ids outside the vocabulary [0, {vocab_size}): {bad}; fix the ids.")

@@ -1,0 +1,319 @@
+"""GenerationMixin: transformers' `generate()` for PyTorch models, running on the shared engine.
+
+This file owns the HF-compatible surface only: argument resolution (transformers 4.57's precedence and
+checks), input preparation (attention mask inference, left padding, `num_return_sequences` expansion)
+and output assembly. The decoding itself is `pyengine.engine.loop.run` with the torch backend; the
+model's part is `_CausalLMStep`, which turns the token history into next-token logits through the
+preallocated KV cache.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from typing import Any
+
+import torch
+
+from pyengine.backends.torch.backend import TorchBackend
+from pyengine.engine import loop
+from pyengine.engine import processors as P
+from pyengine.engine.outputs import GenerateDecoderOnlyOutput
+from pyengine.engine.plan import build_plan
+from pyengine.generation.logits_process import LogitsProcessor, LogitsProcessorList
+from pyengine.generation.stopping_criteria import StoppingCriteriaList
+from pyengine.generation_config import GenerationConfig
+
+logger = logging.getLogger("pyengine")
+
+# Model kwargs generate() understands for decoder-only models; anything else is a typo or unsupported.
+_MODEL_KWARGS = {"attention_mask", "output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"}
+_UNSUPPORTED_MODES = {"beam_search", "beam_sample", "group_beam_search"}
+
+
+class GenerationMixin:
+    """Adds `generate()` to a PyTorch causal LM (transformers 4.57 semantics).
+
+    Supported here: greedy and multinomial sampling with every processor in `pyengine.engine.plan`,
+    EOS/pad handling, left-padded batches, `num_return_sequences`, `return_dict_in_generate` with
+    scores, logits, attentions and hidden states. Beam strategies arrive with the generation-API issue.
+    """
+
+    def can_generate(self) -> bool:
+        return True
+
+    def _prepare_generation_config(
+        self, generation_config: GenerationConfig | None, use_model_defaults: bool | None, **kwargs: Any
+    ) -> tuple[GenerationConfig, dict[str, Any]]:
+        model_config = getattr(self, "generation_config", None) or GenerationConfig.from_model_config(self.config)
+        if generation_config is None:
+            generation_config = model_config
+        elif use_model_defaults is not False:
+            # transformers >= 4.50: values left at the global default fall back to the model's own defaults.
+            generation_config = copy.deepcopy(generation_config)
+            global_default = GenerationConfig()
+            for key, value in model_config.__dict__.items():
+                if key.startswith("_") or key == "transformers_version":
+                    continue
+                if getattr(generation_config, key, None) == getattr(global_default, key, None) and value != getattr(
+                    global_default, key, None
+                ):
+                    setattr(generation_config, key, value)
+        generation_config = copy.deepcopy(generation_config)
+        model_kwargs = generation_config.update(**kwargs)
+        for flag in ("output_attentions", "output_hidden_states"):
+            if getattr(generation_config, flag):
+                model_kwargs[flag] = True
+        return generation_config, model_kwargs
+
+    @torch.no_grad()
+    def generate(
+        self,
+        inputs: torch.Tensor | None = None,
+        generation_config: GenerationConfig | None = None,
+        logits_processor: LogitsProcessorList | None = None,
+        stopping_criteria: StoppingCriteriaList | None = None,
+        prefix_allowed_tokens_fn: Any = None,
+        synced_gpus: bool | None = None,
+        assistant_model: Any = None,
+        streamer: Any = None,
+        negative_prompt_ids: torch.Tensor | None = None,
+        negative_prompt_attention_mask: torch.Tensor | None = None,
+        use_model_defaults: bool | None = None,
+        **kwargs: Any,
+    ) -> GenerateDecoderOnlyOutput | torch.LongTensor:
+        """Generate token ids (transformers' `GenerationMixin.generate`).
+
+        Args:
+            inputs: prompt ids `[B, S]` (left-padded for batches); may also be passed as `input_ids=`.
+            generation_config: base parameters; keyword arguments override its fields.
+            logits_processor / stopping_criteria: extra user objects, applied after generate's own.
+            streamer: an object with `put(tokens)` / `end()` (transformers' streamer protocol).
+            **kwargs: GenerationConfig fields, or model kwargs such as `attention_mask`.
+
+        Returns:
+            `[B * num_return_sequences, T]` ids, or a `GenerateDecoderOnlyOutput` when
+            `return_dict_in_generate=True`.
+
+        Example:
+            >>> out = model.generate(input_ids, max_new_tokens=20, do_sample=True, top_p=0.9)
+        """
+        if "input_ids" in kwargs:
+            if inputs is not None:
+                raise ValueError("`inputs` and `input_ids` were both passed; pass the prompt once.")
+            inputs = kwargs.pop("input_ids")
+        explicit_max_length = kwargs.get("max_length") is not None
+        explicit_min_length = kwargs.get("min_length") is not None
+        config, model_kwargs = self._prepare_generation_config(generation_config, use_model_defaults, **kwargs)
+        self._check_supported(config, model_kwargs, prefix_allowed_tokens_fn, assistant_model)
+
+        input_ids = self._prepare_input_ids(inputs, config)
+        eos_ids, pad_id = self._prepare_special_tokens(config, "attention_mask" in model_kwargs)
+        attention_mask = model_kwargs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = _infer_attention_mask(input_ids, pad_id, eos_ids)
+        elif attention_mask.dim() != 2 or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` must be 2D with the shape of the input ids {tuple(input_ids.shape)}, "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        if pad_id is not None and input_ids.shape[0] > 1 and bool((input_ids[:, -1] == pad_id).any()):
+            logger.warning(
+                "A decoder-only architecture is being used, but right-padding was detected! For correct "
+                "generation results, please set `padding_side='left'` when initializing the tokenizer."
+            )
+        expand = max(config.num_beams, config.num_return_sequences)
+        input_ids = input_ids.repeat_interleave(expand, dim=0)
+        attention_mask = attention_mask.repeat_interleave(expand, dim=0)
+        if streamer is not None:
+            streamer.put(input_ids.cpu())
+        self._prepare_lengths(config, input_ids.shape[1], explicit_max_length, explicit_min_length)
+
+        plan = build_plan(
+            config,
+            vocab_size=self.config.vocab_size,
+            prompt_length=input_ids.shape[1],
+            eos_token_ids=eos_ids,
+            pad_token_id=pad_id,
+            custom_processors=_custom_processors(logits_processor),
+            custom_criteria=_custom_criteria(stopping_criteria),
+        )
+        step = _CausalLMStep(self, attention_mask, config, model_kwargs)
+        result = loop.run(
+            plan,
+            step,
+            TorchBackend(input_ids.device),
+            input_ids,
+            rng=None,
+            on_step=(lambda t: streamer.put(t.cpu())) if streamer is not None else None,
+        )
+        if streamer is not None:
+            streamer.end()
+        if not config.return_dict_in_generate:
+            return result.sequences
+        return GenerateDecoderOnlyOutput(
+            sequences=result.sequences,
+            scores=result.scores,
+            logits=result.logits,
+            attentions=tuple(step.attentions) if config.output_attentions else None,
+            hidden_states=tuple(step.hidden_states) if config.output_hidden_states else None,
+            past_key_values=step.cache,
+        )
+
+    # -- argument preparation (transformers 4.57 order) ---------------------------------------------------
+    def _check_supported(self, config: GenerationConfig, model_kwargs: dict, prefix_fn: Any, assistant: Any) -> None:
+        mode = config.get_generation_mode()
+        if mode in _UNSUPPORTED_MODES:
+            raise NotImplementedError(f"{mode} is not implemented yet in pyengine; use greedy or sampling.")
+        if mode == "greedy_search" and config.num_return_sequences > 1:
+            raise ValueError(
+                "Greedy methods without beam search do not support `num_return_sequences` different than 1 "
+                f"(got {config.num_return_sequences})."
+            )
+        if prefix_fn is not None or assistant is not None:
+            raise NotImplementedError("prefix_allowed_tokens_fn and assisted generation are not implemented yet.")
+        unused = [k for k in model_kwargs if k not in _MODEL_KWARGS]
+        if unused:
+            raise ValueError(
+                f"The following `model_kwargs` are not used by the model: {unused} (note: typos in the generate "
+                "arguments will also show up in this list)"
+            )
+        if model_kwargs.get("attention_mask", 0) is None:
+            model_kwargs.pop("attention_mask")
+
+    def _prepare_input_ids(self, inputs: torch.Tensor | None, config: GenerationConfig) -> torch.LongTensor:
+        if inputs is None:
+            if config.bos_token_id is None:
+                raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided.")
+            return torch.full((1, 1), int(config.bos_token_id), dtype=torch.long, device=self.device)
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(f"`inputs` must be a torch.LongTensor of shape [batch, length], got {type(inputs).__name__}.")
+        if inputs.dim() != 2:
+            raise ValueError(f"`inputs` must have shape [batch, length], got {tuple(inputs.shape)}.")
+        if inputs.dtype not in (torch.long, torch.int32, torch.int64):
+            raise TypeError(f"`inputs` must hold integer token ids, got dtype {inputs.dtype}.")
+        vocab = self.config.vocab_size
+        if inputs.numel() and (int(inputs.min()) < 0 or int(inputs.max()) >= vocab):
+            bad = sorted({int(t) for t in inputs.reshape(-1).tolist() if t < 0 or t >= vocab})[:10]
+            raise ValueError(
+                f"`input_ids` holds token ids outside the model's vocabulary [0, {vocab}): {bad}. "
+                "Check that the tokenizer matches the model."
+            )
+        return inputs.long()
+
+    def _prepare_special_tokens(self, config: GenerationConfig, has_mask: bool) -> tuple[list[int], int | None]:
+        eos = config.eos_token_id
+        eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+        pad = config.pad_token_id
+        if pad is None and eos_ids:
+            if not has_mask:
+                logger.warning(
+                    "The attention mask and the pad token id were not set. As a consequence, you may observe "
+                    "unexpected behavior. Please pass your input's `attention_mask` to obtain reliable results."
+                )
+            pad = eos_ids[0]
+            logger.warning(f"Setting `pad_token_id` to `eos_token_id`:{pad} for open-end generation.")
+        return eos_ids, (None if pad is None else int(pad))
+
+    def _prepare_lengths(self, config: GenerationConfig, input_len: int, explicit_max: bool, explicit_min: bool) -> None:
+        if config.max_new_tokens is not None:
+            if explicit_max:
+                logger.warning(
+                    f"Both `max_new_tokens` (={config.max_new_tokens}) and `max_length`(={config.max_length}) seem to "
+                    "have been set. `max_new_tokens` will take precedence."
+                )
+            config.max_length = config.max_new_tokens + input_len
+        elif not explicit_max and config.max_length == GenerationConfig().max_length:
+            # transformers 4.57: the model-agnostic default means 20 *new* tokens, capped by the position table.
+            warnings.warn(
+                f"Using the model-agnostic default `max_length` (={config.max_length}) to control the generation "
+                "length. We recommend setting `max_new_tokens` to control the maximum length of the generation.",
+                UserWarning,
+                stacklevel=3,
+            )
+            config.max_length = config.max_length + input_len
+            max_pos = getattr(self.config, "max_position_embeddings", None)
+            if max_pos is not None:
+                config.max_length = min(config.max_length, max_pos)
+        if config.min_new_tokens is not None:
+            config.min_length = config.min_new_tokens + input_len
+            config.min_new_tokens = None
+        if input_len >= config.max_length:
+            raise ValueError(
+                f"Input length of input_ids is {input_len}, but `max_length` is set to {config.max_length}. This can "
+                "lead to unexpected behavior. You should consider increasing `max_length` or, better yet, setting "
+                "`max_new_tokens`."
+            )
+
+
+class _CausalLMStep:
+    """The model's part of the loop: token history `[B, cur]` -> next-token logits `[B, V]` (float32).
+
+    With `use_cache` the first call runs the prompt, later calls only the newest token, reading and
+    writing a KV cache preallocated for `max_length`. The attention mask lives in a preallocated
+    `[B, max_length]` buffer; position ids follow transformers: `cumsum(mask) - 1`, pads at 1.
+    """
+
+    def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict) -> None:
+        self.model = model
+        batch, prompt_len = attention_mask.shape
+        self.mask = attention_mask.new_ones((batch, config.max_length))  # [B, T]
+        self.mask[:, :prompt_len] = attention_mask
+        self.use_cache = bool(config.use_cache if model_kwargs.get("use_cache") is None else model_kwargs["use_cache"])
+        self.cache = model.new_cache(batch, config.max_length) if self.use_cache else None
+        self.output_attentions = bool(config.output_attentions and config.return_dict_in_generate)
+        self.output_hidden_states = bool(config.output_hidden_states and config.return_dict_in_generate)
+        self.attentions: list[Any] = []
+        self.hidden_states: list[Any] = []
+        self.done = 0  # positions already in the cache
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        cur = tokens.shape[1]
+        mask = self.mask[:, :cur]  # [B, cur]
+        positions = mask.long().cumsum(-1) - 1
+        positions.masked_fill_(mask == 0, 1)
+        start = self.done if self.use_cache else 0
+        out = self.model(
+            input_ids=tokens[:, start:],
+            attention_mask=mask,
+            position_ids=positions[:, start:],
+            past_key_values=self.cache,
+            use_cache=self.use_cache,
+            output_attentions=self.output_attentions,
+            output_hidden_states=self.output_hidden_states,
+            return_dict=True,
+            logits_to_keep=1,
+        )
+        self.done = cur
+        if self.output_attentions:
+            self.attentions.append(out.attentions)
+        if self.output_hidden_states:
+            self.hidden_states.append(out.hidden_states)
+        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+
+
+def _infer_attention_mask(input_ids: torch.Tensor, pad_id: int | None, eos_ids: list[int]) -> torch.Tensor:
+    """transformers' rule: mask pads only when pad is in the inputs and is not also an EOS id."""
+    if pad_id is not None and pad_id not in eos_ids and bool((input_ids == pad_id).any()):
+        return input_ids.ne(pad_id).long()
+    return torch.ones_like(input_ids, dtype=torch.long)
+
+
+def _custom_processors(processors: LogitsProcessorList | None) -> list[Any]:
+    """User processors: ours become engine specs, anything else is called as-is."""
+    out = []
+    for proc in processors or []:
+        spec = getattr(proc, "spec", None)
+        native = spec is not None and type(proc).__call__ is LogitsProcessor.__call__
+        out.append(spec if native else P.Custom(proc))
+    return out
+
+
+def _custom_criteria(criteria: StoppingCriteriaList | None) -> list[Any]:
+    out = []
+    for c in criteria or []:
+        if not callable(c):
+            raise TypeError(f"stopping criterion {c!r} is not callable")
+        out.append(c)
+    return out

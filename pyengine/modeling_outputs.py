@@ -1,0 +1,70 @@
+"""Output records of the PyTorch models, with transformers' class names, field names and field order.
+
+Each is a `ModelOutput` (HF semantics: attribute, key and index access; `None` fields are skipped).
+Shapes use the glossary of STYLE.md: `B` batch, `S` new tokens, `T` total length, `V` vocab, `H` heads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pyengine.utils.model_output import ModelOutput
+
+
+@dataclass
+class BaseModelOutputWithPast(ModelOutput):
+    """Decoder stack output (HF `BaseModelOutputWithPast`).
+
+    Args:
+        last_hidden_state: `[B, S, hidden]` after the final norm.
+        past_key_values: the `KVCache` holding every position seen so far (when `use_cache`).
+        hidden_states: `num_layers + 1` tensors `[B, S, hidden]` (embeddings first, final norm last).
+        attentions: `num_layers` tensors `[B, H, S, T]` of attention probabilities.
+    """
+
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class BaseModelOutputWithPastAndCrossAttentions(ModelOutput):
+    """GPT-2 stack output (HF `BaseModelOutputWithPastAndCrossAttentions`); fields as above plus
+    `cross_attentions` (always None here: cross-attention is not implemented)."""
+
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+    cross_attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class CausalLMOutputWithPast(ModelOutput):
+    """Language-model head output (HF `CausalLMOutputWithPast`).
+
+    Args:
+        loss: mean next-token cross entropy when `labels` were given.
+        logits: `[B, S_kept, V]` in the model dtype (`S_kept` follows `logits_to_keep`).
+        past_key_values, hidden_states, attentions: as in `BaseModelOutputWithPast`.
+    """
+
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class CausalLMOutputWithCrossAttentions(ModelOutput):
+    """GPT-2 LM head output (HF `CausalLMOutputWithCrossAttentions`)."""
+
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+    cross_attentions: tuple[Any, ...] | None = None

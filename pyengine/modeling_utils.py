@@ -1,0 +1,908 @@
+"""PreTrainedModel: transformers 4.57's PyTorch model base class, reduced to what a decoder LM needs.
+
+What it gives a model family:
+- `from_pretrained` / `save_pretrained` with transformers' file formats and keyword semantics
+  (config kwargs override the config, the others reach the model's `__init__`; base-model prefix
+  added or stripped; missing / unexpected / mismatched keys reported as transformers reports them);
+- embeddings access, weight tying, `resize_token_embeddings`, parameter counting, mask helpers;
+- the attention building blocks shared by the families (`build_attention_mask`, `attention`).
+
+Checkpoint bytes are read and written by `pyengine.checkpoints` as NumPy arrays; this module only maps
+them onto parameters. Upstream reference: `transformers/modeling_utils.py` (4.57).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pyengine.configuration_utils import PretrainedConfig
+
+logger = logging.getLogger("pyengine")
+
+# ------------------------------------------------------------------------------------------------------
+# Activations, attention, loss: small shared infrastructure
+# ------------------------------------------------------------------------------------------------------
+
+
+def gelu_new(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's tanh GELU, written exactly as transformers' `NewGELUActivation` (bit-for-bit on CPU)."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu_new": gelu_new,
+    "gelu": F.gelu,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Activation by its transformers name; unknown names raise with the supported list."""
+    if name not in ACT2FN:
+        raise ValueError(f"Unsupported activation function {name!r}; supported: {sorted(ACT2FN)}.")
+    return ACT2FN[name]
+
+
+def build_attention_mask(
+    attention_mask: torch.Tensor | None, past_length: int, query_length: int, device: torch.device
+) -> tuple[torch.Tensor | None, bool]:
+    """Boolean attention mask `[B, 1, S, T]` (True = attend) from a 2-D padding mask `[B, T]`.
+
+    Key `j` is visible to query `i` (at absolute position `past_length + i`) when it is not in the future
+    and `attention_mask[b, j] == 1`. The diagonal is always visible: a query at a padded position then
+    attends to itself instead of to nothing, so its output stays finite (a NaN in a padded row would be
+    written to the KV cache and poison real tokens later through `0 * NaN`). Real tokens never see pad
+    keys, so their outputs equal transformers'.
+
+    Returns:
+        `(mask, is_causal)`: `mask` is None when no mask is needed; `is_causal` asks SDPA for its own
+        causal mask (no padding, no past).
+    """
+    total = past_length + query_length
+    if attention_mask is None:
+        if query_length == 1:
+            return None, False
+        if past_length == 0:
+            return None, True
+        attention_mask = torch.ones(1, total, dtype=torch.bool, device=device)
+    if attention_mask.dim() != 2:
+        raise ValueError(f"attention_mask must be 2-D [batch, past + new tokens], got shape {tuple(attention_mask.shape)}")
+    if attention_mask.shape[1] < total:
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[1]} positions but past ({past_length}) + new "
+            f"({query_length}) tokens = {total}; pass a mask over the whole sequence."
+        )
+    keys_ok = attention_mask[:, -total:].to(device=device, dtype=torch.bool)  # [B, T]
+    query_pos = torch.arange(past_length, total, device=device)[:, None]  # [S, 1]
+    key_pos = torch.arange(total, device=device)[None, :]  # [1, T]
+    allowed = (key_pos <= query_pos)[None] & keys_ok[:, None, :]  # [B, S, T]
+    allowed = allowed | (key_pos == query_pos)[None]
+    return allowed[:, None], False  # [B, 1, S, T]
+
+
+def attention(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    is_causal: bool,
+    scale: float,
+    dropout_p: float = 0.0,
+    output_attentions: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Multi-head attention over `query [B, H, S, D]`, `key`/`value [B, H_kv, T, D]` (GQA when H_kv < H).
+
+    SDPA by default; the explicit eager path runs when the probabilities are wanted
+    (`output_attentions=True`), with the softmax in float32 as transformers' eager attention.
+
+    Returns:
+        `(output [B, S, H, D], probs [B, H, S, T] or None)`.
+    """
+    groups = query.shape[1] // key.shape[1]
+    if not output_attentions:
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
+            enable_gqa=groups > 1,
+        )  # [B, H, S, D]
+        return out.transpose(1, 2), None
+    if groups > 1:
+        key = key.repeat_interleave(groups, dim=1)  # [B, H, T, D]
+        value = value.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # [B, H, S, T]
+    if is_causal:
+        s, t = scores.shape[-2:]
+        mask = torch.ones(s, t, dtype=torch.bool, device=scores.device).tril(t - s)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    probs = F.dropout(probs, p=dropout_p, training=dropout_p > 0)
+    return torch.matmul(probs, value).transpose(1, 2), probs
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Mean next-token cross entropy (transformers `ForCausalLMLoss`): labels shift left inside, in float32."""
+    labels = F.pad(labels.to(logits.device), (0, 1), value=ignore_index)[:, 1:]  # [B, S]
+    logits = logits.float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Loading helpers
+# ------------------------------------------------------------------------------------------------------
+
+_SKIP_INIT = False
+_INIT_FUNCTIONS = (
+    "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+    "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def no_init_weights() -> Iterator[None]:
+    """Build modules without random initialisation (their weights are about to be loaded).
+
+    Skips both torch's per-layer `reset_parameters` (by swapping `torch.nn.init` functions for no-ops) and
+    our `post_init` initialisation, as transformers does; missing weights are initialised afterwards.
+    """
+    global _SKIP_INIT
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    old_skip, _SKIP_INIT = _SKIP_INIT, True
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        _SKIP_INIT = old_skip
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+@contextlib.contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Create parameters directly in `dtype` (no float32 copy first), restoring the default afterwards."""
+    if not dtype.is_floating_point:
+        raise ValueError(f"Can't instantiate a model under dtype={dtype}: it is not a floating point dtype.")
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def _to_tensor(array: Any) -> torch.Tensor:
+    """NumPy array (bfloat16 as ml_dtypes included) or tensor → tensor, without copying when possible."""
+    if isinstance(array, torch.Tensor):
+        return array
+    array = np.asarray(array)
+    if array.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.uint16)).view(torch.bfloat16)
+    with warnings.catch_warnings():  # memory-mapped arrays are read-only; we only read from them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """Tensor → NumPy for the checkpoint writers; bfloat16 goes through ml_dtypes when installed."""
+    tensor = tensor.detach().cpu().contiguous()
+    if tensor.dtype != torch.bfloat16:
+        return tensor.numpy()
+    try:
+        import ml_dtypes
+    except ImportError:
+        logger.warning("ml_dtypes is not installed: saving bfloat16 weights as float32 (pip install ml_dtypes).")
+        return tensor.float().numpy()
+    return tensor.view(torch.uint16).numpy().view(ml_dtypes.bfloat16)
+
+
+def _float_dtype_of(array: Any) -> torch.dtype | None:
+    """The torch dtype of a floating-point array or tensor; None for integer / bool data."""
+    if isinstance(array, torch.Tensor):
+        return array.dtype if array.is_floating_point() else None
+    name = np.asarray(array).dtype.name
+    return getattr(torch, name) if name in ("bfloat16", "float16", "float32", "float64") else None
+
+
+def _resolve_dtype(dtype: Any, config: PretrainedConfig, arrays: Mapping[str, Any]) -> torch.dtype:
+    """transformers' `_get_dtype`: None → float32; "auto" → config.dtype, else the first float weight's."""
+    if dtype is None:
+        return torch.get_default_dtype()
+    if dtype == "auto":
+        if getattr(config, "dtype", None) is not None:
+            return _resolve_dtype(str(config.dtype).removeprefix("torch."), config, arrays)
+        found = (_float_dtype_of(a) for a in arrays.values())
+        return next((d for d in found if d is not None), torch.get_default_dtype())
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"`dtype` must be a torch.dtype, 'auto' or a torch dtype name; got {dtype!r}.")
+        dtype = getattr(torch, dtype)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"`dtype` must be a torch.dtype, 'auto' or a torch dtype name; got {dtype!r}.")
+    return dtype
+
+
+def _init_generation_config(config: PretrainedConfig) -> Any:
+    """`GenerationConfig.from_model_config(config)` when pyengine's GenerationConfig is available."""
+    try:
+        from pyengine.generation_config import GenerationConfig
+    except ImportError:
+        return None
+    return GenerationConfig.from_model_config(config)
+
+
+def _tied_groups(model: nn.Module) -> list[set[str]]:
+    """Names that share one Parameter object (e.g. `{"transformer.wte.weight", "lm_head.weight"}`)."""
+    by_id: dict[int, set[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(param), set()).add(name)
+    return [names for names in by_id.values() if len(names) > 1]
+
+
+def _ignore_regex(patterns: list[str] | None) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"({p})" for p in patterns)) if patterns else None
+
+
+# ------------------------------------------------------------------------------------------------------
+# PreTrainedModel
+# ------------------------------------------------------------------------------------------------------
+
+
+class PreTrainedModel(nn.Module):
+    """Base class of every PyTorch model (transformers `PreTrainedModel`).
+
+    Class attributes a family sets:
+        config_class: its `PretrainedConfig` subclass.
+        base_model_prefix: attribute holding the base model in head models ("transformer", "model").
+        _keys_to_ignore_on_load_missing / _keys_to_ignore_on_load_unexpected: regexes silencing
+            the corresponding load warnings.
+        _keys_to_ignore_on_save: state-dict keys never written.
+        _tied_weights_keys: regexes of keys that alias another weight (dropped on save).
+
+    Example:
+        >>> model = GPT2LMHeadModel.from_pretrained("path/to/gpt2")   # doctest: +SKIP
+        >>> model.save_pretrained("copy")                              # doctest: +SKIP
+    """
+
+    config_class: type[PretrainedConfig] = PretrainedConfig
+    base_model_prefix: str = ""
+    main_input_name: str = "input_ids"
+    supports_gradient_checkpointing: bool = False
+    _keys_to_ignore_on_load_missing: list[str] | None = None
+    _keys_to_ignore_on_load_unexpected: list[str] | None = None
+    _keys_to_ignore_on_save: list[str] | None = None
+    _tied_weights_keys: list[str] | None = None
+
+    def __init__(self, config: PretrainedConfig, *inputs: Any, **kwargs: Any) -> None:
+        super().__init__()
+        if not isinstance(config, PretrainedConfig):
+            raise TypeError(
+                f"Parameter config in `{type(self).__name__}(config)` should be an instance of class "
+                f"`PretrainedConfig`. To create a model from a pretrained model use "
+                f"`model = {type(self).__name__}.from_pretrained(PRETRAINED_MODEL_NAME)`"
+            )
+        self.config = config
+        self.name_or_path = config.name_or_path
+        self.warnings_issued: dict[str, bool] = {}
+        self.generation_config = _init_generation_config(config) if self.can_generate() else None
+
+    def post_init(self) -> None:
+        """Called at the end of a model's `__init__`: initialise the weights (unless loading) and tie them."""
+        if not _SKIP_INIT:
+            self.initialize_weights()
+        self.tie_weights()
+
+    # -- properties --------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        for param in self.parameters():
+            if param.is_floating_point():
+                return param.dtype
+        return torch.get_default_dtype()
+
+    @property
+    def base_model(self) -> nn.Module:
+        return getattr(self, self.base_model_prefix, self)
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        """True for classes that mix in `GenerationMixin` (the LM-head classes)."""
+        from pyengine.generation.utils import GenerationMixin
+
+        return issubclass(cls, GenerationMixin)
+
+    # -- weight initialisation ---------------------------------------------------------------------------
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' generic init: normal(0, initializer_range) for Linear/Embedding, 1/0 for norms."""
+        std = getattr(self.config, "initializer_range", 0.02)
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm) or "RMSNorm" in type(module).__name__:
+            if getattr(module, "weight", None) is not None:
+                module.weight.data.fill_(1.0)
+            if getattr(module, "bias", None) is not None:
+                module.bias.data.zero_()
+
+    def _initialize_weights(self, module: nn.Module) -> None:
+        if getattr(module, "_is_hf_initialized", False):
+            return
+        self._init_weights(module)
+        module._is_hf_initialized = True
+
+    @torch.no_grad()
+    def initialize_weights(self) -> None:
+        """Apply `_init_weights` children-first; a nested PreTrainedModel uses its own `_init_weights`."""
+
+        def visit(module: nn.Module, init_fn: Callable[[nn.Module], None]) -> None:
+            for child in module.children():
+                visit(child, child._initialize_weights if isinstance(child, PreTrainedModel) else init_fn)
+            init_fn(module)
+
+        visit(self, self._initialize_weights)
+
+    def _mark_initialized(self, missing: set[str]) -> None:
+        """Flag every module whose own weights and children are all loaded, so only the rest is initialised."""
+
+        def mark(module: nn.Module, prefix: str) -> bool:
+            children = [mark(child, f"{prefix}{name}.") for name, child in module.named_children()]
+            own = [f"{prefix}{n}" for n, _ in module.named_parameters(recurse=False)]
+            own += [f"{prefix}{n}" for n, _ in module.named_buffers(recurse=False) if n not in module._non_persistent_buffers_set]
+            done = all(children) and not any(name in missing for name in own)
+            module._is_hf_initialized = done
+            return done
+
+        mark(self, "")
+
+    # -- embeddings and tying ------------------------------------------------------------------------------
+    def get_input_embeddings(self) -> nn.Module:
+        base = getattr(self, self.base_model_prefix, self)
+        if base is not self:
+            return base.get_input_embeddings()
+        raise NotImplementedError(f"{type(self).__name__} does not define get_input_embeddings().")
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        base = getattr(self, self.base_model_prefix, self)
+        if base is not self:
+            return base.set_input_embeddings(value)
+        raise NotImplementedError(f"{type(self).__name__} does not define set_input_embeddings().")
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return None
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        raise NotImplementedError(f"{type(self).__name__} has no output embeddings.")
+
+    def tie_weights(self) -> None:
+        """Share the input embedding matrix with the LM head when `config.tie_word_embeddings`."""
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel) and getattr(module.config, "tie_word_embeddings", True):
+                output = module.get_output_embeddings()
+                if output is not None:
+                    module._tie_or_clone_weights(output, module.get_input_embeddings())
+
+    def _tie_or_clone_weights(self, output_embeddings: nn.Module, input_embeddings: nn.Module) -> None:
+        if self.config.torchscript:
+            output_embeddings.weight = nn.Parameter(input_embeddings.weight.clone())
+        else:
+            output_embeddings.weight = input_embeddings.weight
+        if getattr(output_embeddings, "bias", None) is not None:
+            pad = output_embeddings.weight.shape[0] - output_embeddings.bias.shape[0]
+            output_embeddings.bias.data = F.pad(output_embeddings.bias.data, (0, pad), "constant", 0)
+        if hasattr(output_embeddings, "out_features") and hasattr(input_embeddings, "num_embeddings"):
+            output_embeddings.out_features = input_embeddings.num_embeddings
+
+    # -- resizing ------------------------------------------------------------------------------------------
+    def resize_token_embeddings(
+        self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None, mean_resizing: bool = True
+    ) -> nn.Embedding:
+        """Grow or shrink the vocabulary of the input embeddings (and of an untied LM head); keep tying.
+
+        New rows get the mean of the old rows when `mean_resizing` (transformers 4.57 draws them from
+        N(mean, 1e-9·cov) only when its positive-definiteness check passes; that check inspects the
+        complex output of `eigvals` and so never passes, and 4.57 always falls back to the mean; so do we),
+        otherwise `_init_weights`.
+        """
+        embeddings = self._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embeddings
+        vocab_size = embeddings.weight.shape[0]
+        self.config.vocab_size = vocab_size
+        if hasattr(self, "vocab_size"):
+            self.vocab_size = vocab_size
+        self.tie_weights()
+        return embeddings
+
+    def _resize_token_embeddings(
+        self, new_num_tokens: int | None, pad_to_multiple_of: int | None, mean_resizing: bool
+    ) -> nn.Embedding:
+        old = self.get_input_embeddings()
+        new = self._get_resized_embeddings(old, new_num_tokens, pad_to_multiple_of, mean_resizing)
+        self.set_input_embeddings(new)
+        head = self.get_output_embeddings()
+        if head is not None and not getattr(self.config, "tie_word_embeddings", True):
+            self.set_output_embeddings(self._get_resized_lm_head(head, new.weight.shape[0], mean_resizing))
+        return self.get_input_embeddings()
+
+    @torch.no_grad()
+    def _get_resized_embeddings(
+        self, old: nn.Embedding, new_num_tokens: int | None, pad_to_multiple_of: int | None, mean_resizing: bool
+    ) -> nn.Embedding:
+        if pad_to_multiple_of is not None:
+            new_num_tokens = old.weight.shape[0] if new_num_tokens is None else new_num_tokens
+            new_num_tokens = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of
+        old_num, dim = old.weight.shape
+        if new_num_tokens is None or new_num_tokens == old_num:
+            return old
+        new = nn.Embedding(new_num_tokens, dim, device=old.weight.device, dtype=old.weight.dtype)
+        added = new_num_tokens - old_num
+        if added > 0 and mean_resizing:
+            new.weight.data[-added:] = old.weight.data.float().mean(0).to(new.weight.dtype)
+        elif added > 0:
+            self._init_weights(new)
+        keep = min(old_num, new_num_tokens)
+        new.weight.data[:keep] = old.weight.data[:keep]
+        # Resize in place so that modules holding a reference to `old` (and its tied head) see the change.
+        old.weight.data = new.weight.data
+        old.num_embeddings = new_num_tokens
+        if old.padding_idx is not None and new_num_tokens - 1 < old.padding_idx:
+            old.padding_idx = None
+        return old
+
+    @torch.no_grad()
+    def _get_resized_lm_head(self, old: nn.Linear, new_num_tokens: int, mean_resizing: bool) -> nn.Linear:
+        old_num, dim = old.weight.shape
+        if new_num_tokens == old_num:
+            return old
+        has_bias = old.bias is not None
+        new = nn.Linear(dim, new_num_tokens, bias=has_bias, device=old.weight.device, dtype=old.weight.dtype)
+        added = new_num_tokens - old_num
+        if added > 0 and mean_resizing:
+            new.weight.data[-added:] = old.weight.data.float().mean(0).to(new.weight.dtype)
+            if has_bias:
+                new.bias.data[-added:] = old.bias.data.float().mean().to(new.bias.dtype)
+        elif added > 0:
+            self._init_weights(new)
+        keep = min(old_num, new_num_tokens)
+        new.weight.data[:keep] = old.weight.data[:keep]
+        if has_bias:
+            new.bias.data[:keep] = old.bias.data[:keep]
+        return new
+
+    # -- counting and masks ------------------------------------------------------------------------------
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameter count; tied weights count once; `exclude_embeddings` drops every `nn.Embedding`."""
+        skip = set()
+        if exclude_embeddings:
+            skip = {f"{name}.weight" for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
+        return sum(
+            p.numel() for name, p in self.named_parameters() if name not in skip and (p.requires_grad or not only_trainable)
+        )
+
+    def estimate_tokens(self, input_dict: Mapping[str, Any]) -> int:
+        if self.main_input_name in input_dict:
+            return input_dict[self.main_input_name].numel()
+        if not self.warnings_issued.get("estimate_tokens"):
+            logger.warning("Could not estimate the number of tokens of the input, floating-point operations will not be computed")
+            self.warnings_issued["estimate_tokens"] = True
+        return 0
+
+    def floating_point_ops(self, input_dict: Mapping[str, Any], exclude_embeddings: bool = True) -> int:
+        """6 × tokens × parameters: forward + backward FLOPs of one batch (Kaplan et al. 2020, sec. 2.1)."""
+        return 6 * self.estimate_tokens(input_dict) * self.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    def invert_attention_mask(self, encoder_attention_mask: torch.Tensor) -> torch.Tensor:
+        """`[B, T]` or `[B, S, T]` 1/0 mask → additive `[B, 1, (1|S), T]` mask (0 or dtype-min)."""
+        if encoder_attention_mask.dim() == 3:
+            extended = encoder_attention_mask[:, None, :, :]
+        else:
+            extended = encoder_attention_mask[:, None, None, :]
+        extended = extended.to(dtype=self.dtype)
+        return (1.0 - extended) * torch.finfo(self.dtype).min
+
+    def get_extended_attention_mask(
+        self,
+        attention_mask: torch.Tensor,
+        input_shape: tuple[int, ...],
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """Additive broadcastable mask `[B, 1, (1|S), T]`; causal too when `config.is_decoder`."""
+        dtype = self.dtype if dtype is None else dtype
+        if attention_mask.dim() == 3:
+            extended = attention_mask[:, None, :, :]
+        elif attention_mask.dim() == 2 and self.config.is_decoder:
+            batch_size, seq_length = input_shape
+            seq_ids = torch.arange(seq_length, device=device or attention_mask.device)
+            causal = (seq_ids[None, None, :].repeat(batch_size, seq_length, 1) <= seq_ids[None, :, None])
+            causal = causal.to(attention_mask.dtype)  # [B, S, S]
+            prefix = attention_mask.shape[1] - seq_length
+            if prefix > 0:
+                causal = torch.cat([causal.new_ones(batch_size, seq_length, prefix), causal], dim=-1)
+            extended = causal[:, None, :, :] * attention_mask[:, None, None, :]
+        elif attention_mask.dim() == 2:
+            extended = attention_mask[:, None, None, :]
+        else:
+            raise ValueError(f"Wrong shape for input_ids (shape {input_shape}) or attention_mask (shape {attention_mask.shape})")
+        extended = extended.to(dtype=dtype)
+        return (1.0 - extended) * torch.finfo(dtype).min
+
+    # -- loading ---------------------------------------------------------------------------------------------
+    @classmethod
+    def _convert_state_dict(cls, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        """Checkpoint names → our names; families override with their `convert.py` map."""
+        return dict(arrays)
+
+    @classmethod
+    def _from_config(cls, config: PretrainedConfig, **kwargs: Any) -> PreTrainedModel:
+        """A randomly initialised model (`AutoModel.from_config`), optionally built in `dtype`."""
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None) or config.dtype
+        if "attn_implementation" in kwargs:
+            config._attn_implementation = kwargs.pop("attn_implementation")
+        dtype = _resolve_dtype(dtype, config, {}) if dtype is not None else torch.get_default_dtype()
+        with _default_dtype(dtype):
+            return cls(config, **kwargs)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike | None,
+        *model_args: Any,
+        config: PretrainedConfig | str | os.PathLike | None = None,
+        state_dict: Mapping[str, Any] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        ignore_mismatched_sizes: bool = False,
+        force_download: bool = False,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        revision: str = "main",
+        use_safetensors: bool | None = None,
+        output_loading_info: bool = False,
+        dtype: Any = None,
+        torch_dtype: Any = None,
+        gguf_file: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Instantiate a model and load its weights (transformers `PreTrainedModel.from_pretrained`).
+
+        Args:
+            pretrained_model_name_or_path: local directory, weights file, or Hub repo id.
+            *model_args: passed to the model's `__init__` after the config.
+            config: a config object, or where to read one; by default `config.json` of the checkpoint.
+            state_dict: weights to use instead of files (then the path must be None).
+            ignore_mismatched_sizes: re-initialise weights whose shape differs instead of raising.
+            use_safetensors: True / False to force a format; None prefers safetensors.
+            output_loading_info: also return the missing / unexpected / mismatched keys and errors.
+            dtype: torch dtype, its name, or "auto" (config.dtype, else the checkpoint's); float32 if None.
+            gguf_file: a GGUF file (name inside the directory / repo, or a path): config and weights from it.
+            **kwargs: hub options (`subfolder`, `proxies`, `variant`, ...); then, when `config` is not an
+                object, kwargs naming config attributes override the config and the rest go to `__init__`;
+                when it is an object, all go to `__init__`.
+
+        Returns:
+            The model in eval mode, or `(model, loading_info)` with `output_loading_info=True`.
+        """
+        from pyengine.checkpoints import HubOptions, load_gguf_checkpoint, load_state_dict, resolve_weight_files
+
+        dtype = dtype if dtype is not None else torch_dtype
+        variant = kwargs.pop("variant", None)
+        device_map = kwargs.pop("device_map", None)
+        generation_config = kwargs.pop("generation_config", None)
+        for unused in ("low_cpu_mem_usage", "_fast_init", "mirror", "offload_state_dict", "trust_remote_code",
+                       "_from_auto", "_from_pipeline", "weights_only"):  # fmt: skip
+            kwargs.pop(unused, None)
+        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
+               "token": token, "revision": revision}  # fmt: skip
+        for name in ("proxies", "subfolder", "use_auth_token", "resume_download"):
+            if name in kwargs:
+                hub[name] = kwargs.pop(name)
+        options = HubOptions.pop_from(dict(hub))
+        hub = {k: v for k, v in hub.items() if k not in ("use_auth_token", "resume_download")}
+        hub["token"] = options.token
+        if state_dict is not None and (pretrained_model_name_or_path is not None or gguf_file is not None):
+            raise ValueError("`state_dict` cannot be passed together with a model name or a `gguf_file`.")
+
+        path = None if pretrained_model_name_or_path is None else os.fspath(pretrained_model_name_or_path)
+        gguf_config = None
+        if gguf_file is not None:
+            gguf_config, state_dict = load_gguf_checkpoint(_resolve_gguf(path, gguf_file, options))
+
+        config, model_kwargs = cls._resolve_config(path, config, gguf_config, hub, kwargs)
+        if "attn_implementation" in model_kwargs:
+            config._attn_implementation = model_kwargs.pop("attn_implementation")
+        if state_dict is None:
+            if path is None:
+                raise ValueError("Pass a checkpoint path / repo id, a `state_dict`, or a `gguf_file`.")
+            state_dict = load_state_dict(
+                resolve_weight_files(path, options, use_safetensors=use_safetensors, variant=variant)
+            )
+        arrays = cls._convert_state_dict(state_dict)
+        torch_dtype_ = _resolve_dtype(dtype, config, arrays)
+        config.dtype = str(torch_dtype_).removeprefix("torch.")
+        config.name_or_path = path or ""
+
+        with _default_dtype(torch_dtype_), no_init_weights():
+            model = cls(config, *model_args, **model_kwargs)
+        model.tie_weights()
+        info = model._load_arrays(arrays, path, ignore_mismatched_sizes)
+        model.tie_weights()
+        model.eval()
+        model._load_generation_config(path, generation_config, hub, kwargs)
+        if device_map is not None:
+            model.to(_device_from_map(device_map))
+        return (model, info) if output_loading_info else model
+
+    @classmethod
+    def _resolve_config(
+        cls,
+        path: str | None,
+        config: Any,
+        gguf_config: dict[str, Any] | None,
+        hub: dict[str, Any],
+        kwargs: dict[str, Any],
+    ) -> tuple[PretrainedConfig, dict[str, Any]]:
+        """transformers' rule: kwargs naming config attributes update a loaded config; the rest are model kwargs."""
+        if isinstance(config, PretrainedConfig):
+            return copy.deepcopy(config), kwargs
+        if gguf_config is not None and config is None:
+            model_type = gguf_config.get("model_type")
+            if cls.config_class.model_type and model_type and model_type != cls.config_class.model_type:
+                raise ValueError(f"The GGUF file holds a '{model_type}' model, not '{cls.config_class.model_type}'.")
+            return cls.config_class.from_dict(gguf_config, return_unused_kwargs=True, **kwargs)
+        config_path = config if config is not None else path
+        if config_path is None:
+            raise ValueError("`config` is required when loading from a `state_dict` without a checkpoint path.")
+        return cls.config_class.from_pretrained(config_path, return_unused_kwargs=True, **hub, **kwargs)
+
+    def _load_arrays(
+        self, arrays: Mapping[str, Any], path: str | None, ignore_mismatched_sizes: bool
+    ) -> dict[str, list[Any]]:
+        """Map checkpoint keys onto this model, initialise what is missing, copy, report (transformers' rules)."""
+        mapping, base_from_task, task_from_base = self._key_mapping(list(arrays))
+        expected = self.state_dict()
+        missing = sorted(set(expected) - set(mapping.values()))
+        unexpected = {new for new in mapping.values() if new not in expected}
+        if base_from_task:  # task-head weights of the checkpoint are unexpected in a base model
+            unexpected |= {k for k in arrays if not k.startswith(f"{self.base_model_prefix}.")}
+        unexpected = sorted(unexpected - {name for name, _ in self.named_buffers()})
+        for group in _tied_groups(self):  # one loaded member of a tied group loads the whole group
+            if any(k in group for k in missing) and not group <= set(missing):
+                missing = [k for k in missing if k not in group]
+
+        mismatched, errors = [], []
+        for old, new in mapping.items():
+            if new in expected and tuple(np.shape(arrays[old])) != tuple(expected[new].shape):
+                shapes = (tuple(np.shape(arrays[old])), tuple(expected[new].shape))
+                mismatched.append((new, shapes))
+                errors.append(f"size mismatch for {new}: copying a param with shape {shapes[0]} from checkpoint, "
+                              f"the shape in current model is {shapes[1]}.")  # fmt: skip
+        if errors and not ignore_mismatched_sizes:
+            raise RuntimeError(
+                f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors)
+                + "\n\tYou may consider adding `ignore_mismatched_sizes=True` in the model `from_pretrained` method."
+            )
+        mismatched_keys = [k for k, _ in mismatched]
+        self._mark_initialized(set(missing) | set(mismatched_keys))
+        self.initialize_weights()
+        with torch.no_grad():
+            for old, new in mapping.items():
+                if new in expected and new not in mismatched_keys:
+                    self.get_parameter_or_buffer(new).copy_(_to_tensor(arrays[old]))
+
+        missing, unexpected = self._adjust_missing_and_unexpected_keys(missing, unexpected, task_from_base)
+        self._warn_loading(path, missing, unexpected, mismatched)
+        return {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched_keys,
+                "error_msgs": []}  # fmt: skip
+
+    def _key_mapping(self, checkpoint_keys: list[str]) -> tuple[dict[str, str], bool, bool]:
+        """Checkpoint key → model key, adding or stripping `base_model_prefix` (transformers' test on prefixes)."""
+        prefix = self.base_model_prefix
+        has_prefix_module = bool(prefix) and any(k.startswith(prefix) for k in checkpoint_keys)
+        expects_prefix_module = bool(prefix) and hasattr(self, prefix)
+        task_from_base = not has_prefix_module and expects_prefix_module
+        base_from_task = has_prefix_module and not expects_prefix_module
+        mapping = {}
+        for key in checkpoint_keys:
+            if task_from_base:
+                mapping[key] = f"{prefix}.{key}"
+            elif base_from_task:
+                if key.startswith(f"{prefix}."):
+                    mapping[key] = key[len(prefix) + 1 :]
+            else:
+                mapping[key] = key
+        return mapping, base_from_task, task_from_base
+
+    def _adjust_missing_and_unexpected_keys(
+        self, missing: list[str], unexpected: list[str], task_from_base: bool
+    ) -> tuple[list[str], list[str]]:
+        """Drop keys matching the class's ignore regexes; show unexpected keys under their checkpoint name."""
+        unexpected_patterns = list(self._keys_to_ignore_on_load_unexpected or [])
+        if any(name.endswith("rotary_emb.inv_freq") for name, _ in self.named_buffers()):
+            unexpected_patterns.append(r"rotary_emb\.inv_freq")
+        missing_re = _ignore_regex(self._keys_to_ignore_on_load_missing)
+        unexpected_re = _ignore_regex(unexpected_patterns)
+        if missing_re is not None:
+            missing = [k for k in missing if missing_re.search(k) is None]
+        if unexpected_re is not None:
+            unexpected = [k for k in unexpected if unexpected_re.search(k) is None]
+        if task_from_base:
+            unexpected = [k.removeprefix(f"{self.base_model_prefix}.") for k in unexpected]
+        return missing, unexpected
+
+    def _warn_loading(
+        self, path: str | None, missing: list[str], unexpected: list[str], mismatched: list[tuple[str, Any]]
+    ) -> None:
+        """The two (three) warnings transformers logs after loading, same wording."""
+        name = type(self).__name__
+        if unexpected:
+            warner = logger.warning if name in (self.config.architectures or []) else logger.info
+            warner(
+                f"Some weights of the model checkpoint at {path} were not used when initializing {name}: "
+                f"{unexpected}\n- This IS expected if you are initializing {name} from the checkpoint of a model "
+                "trained on another task or with another architecture (e.g. initializing a "
+                "BertForSequenceClassification model from a BertForPreTraining model).\n- This IS NOT expected if "
+                f"you are initializing {name} from the checkpoint of a model that you expect to be exactly "
+                "identical (initializing a BertForSequenceClassification model from a "
+                "BertForSequenceClassification model)."
+            )
+        if missing:
+            logger.warning(
+                f"Some weights of {name} were not initialized from the model checkpoint at {path} and are newly "
+                f"initialized: {missing}\nYou should probably TRAIN this model on a down-stream task to be able to "
+                "use it for predictions and inference."
+            )
+        if mismatched:
+            lines = "\n".join(f"- {k}: found shape {a} in the checkpoint and {b} in the model instantiated"
+                              for k, (a, b) in mismatched)  # fmt: skip
+            logger.warning(
+                f"Some weights of {name} were not initialized from the model checkpoint at {path} and are newly "
+                f"initialized because the shapes did not match:\n{lines}\nYou should probably TRAIN this model on "
+                "a down-stream task to be able to use it for predictions and inference."
+            )
+
+    def get_parameter_or_buffer(self, target: str) -> torch.Tensor:
+        try:
+            return self.get_parameter(target)
+        except AttributeError:
+            return self.get_buffer(target)
+
+    def _load_generation_config(
+        self, path: str | None, generation_config: Any, hub: dict[str, Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Use `generation_config.json` next to the weights when there is one (else the one from the config)."""
+        if not self.can_generate():
+            return
+        if generation_config is not None:
+            self.generation_config = copy.deepcopy(generation_config)
+            return
+        if path is None:
+            return
+        try:
+            from pyengine.generation_config import GenerationConfig
+        except ImportError:
+            return
+        try:
+            self.generation_config = GenerationConfig.from_pretrained(path, **hub)
+        except OSError:
+            logger.info("Generation config file not found, using a generation config created from the model config.")
+
+    # -- saving ----------------------------------------------------------------------------------------------
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        is_main_process: bool = True,
+        state_dict: Mapping[str, torch.Tensor] | None = None,
+        save_function: Callable[..., Any] = torch.save,
+        push_to_hub: bool = False,
+        max_shard_size: int | str = "5GB",
+        safe_serialization: bool = True,
+        variant: str | None = None,
+        save_config: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        """Write `config.json`, `generation_config.json` (generating models) and the weights.
+
+        Tied weights are written once (transformers drops `lm_head.weight` when it aliases the embeddings);
+        `safe_serialization=False` writes `pytorch_model.bin`; shards follow `max_shard_size`.
+        `save_function` is accepted for API compatibility; the checkpoint writers do the I/O.
+        """
+        from pyengine.checkpoints import save_state_dict
+
+        if push_to_hub:
+            raise NotImplementedError("push_to_hub needs network access; save locally and upload with huggingface-cli.")
+        if os.path.isfile(save_directory):
+            logger.error(f"Provided path ({save_directory}) should be a directory, not a file")
+            return
+        os.makedirs(save_directory, exist_ok=True)
+        self.config.dtype = str(self.dtype).removeprefix("torch.")
+        self.config.architectures = [type(self).__name__]
+        if is_main_process and save_config:
+            self.config.save_pretrained(save_directory)
+            if self.can_generate() and hasattr(self.generation_config, "save_pretrained"):
+                self.generation_config.save_pretrained(save_directory)
+        state = dict(self.state_dict() if state_dict is None else state_dict)
+        for key in self._keys_to_ignore_on_save or []:
+            state.pop(key, None)
+        state = self._drop_shared_tensors(state)
+        arrays = {name: _to_numpy(tensor) for name, tensor in state.items()}
+        files = save_state_dict(arrays, os.fspath(save_directory), safe_serialization=safe_serialization,
+                                max_shard_size=max_shard_size, metadata={"format": "pt"})  # fmt: skip
+        if variant is not None:
+            _rename_for_variant(files, variant)
+
+    def _drop_shared_tensors(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep one name per shared storage: names matching `_tied_weights_keys` go first."""
+        by_storage: dict[tuple[Any, ...], list[str]] = {}
+        for name, tensor in state.items():
+            key = (tensor.device, tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+            by_storage.setdefault(key, []).append(name)
+        tied_re = _ignore_regex(self._tied_weights_keys)
+        for names in by_storage.values():
+            if len(names) < 2:
+                continue
+            tied = [n for n in sorted(names) if tied_re is not None and tied_re.search(n)]
+            keep = next((n for n in sorted(names) if n not in tied), sorted(names)[0])
+            for name in names:
+                if name != keep:
+                    del state[name]
+        return state
+
+
+def _resolve_gguf(path: str | None, gguf_file: str, options: Any) -> str:
+    """GGUF file location: a path, a name inside a local directory, or a file of a Hub repo."""
+    from pyengine.checkpoints import resolve_file
+
+    if os.path.isfile(gguf_file):
+        return gguf_file
+    if path is None:
+        raise OSError(f"GGUF file {gguf_file} not found; pass its path or the directory / repo holding it.")
+    if os.path.isdir(path):
+        candidate = os.path.join(path, options.subfolder, gguf_file)
+        if not os.path.isfile(candidate):
+            raise OSError(f"{path} does not appear to have a file named {gguf_file}.")
+        return candidate
+    return resolve_file(path, gguf_file, options)
+
+
+def _device_from_map(device_map: Any) -> torch.device:
+    """A single-device `device_map` ("cpu", "cuda:0", 0, {"": device}); "auto" picks CUDA when present."""
+    if isinstance(device_map, dict):
+        if set(device_map) != {""}:
+            raise NotImplementedError("Only single-device device_map values are supported ({'': device}).")
+        device_map = device_map[""]
+    if device_map in ("auto", "balanced", "sequential"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device_map)
+
+
+def _rename_for_variant(files: list[str], variant: str) -> None:
+    """`model.safetensors` → `model.<variant>.safetensors` (single-file checkpoints only)."""
+    if len(files) != 1:
+        raise NotImplementedError("`variant` with a sharded checkpoint is not supported yet; raise max_shard_size.")
+    stem, ext = files[0].rsplit(".", 1)
+    os.replace(files[0], f"{stem}.{variant}.{ext}")

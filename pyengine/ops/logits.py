@@ -1,0 +1,93 @@
+"""Logits processors: spec and NumPy reference for each op. The reference defines the meaning.
+
+Every op takes `scores` `[B, V]` (and, where it needs history, `tokens` `[B, T]`: prompt plus generated
+ids) and returns a new array; inputs are never modified. Semantics follow transformers 4.57
+`generation/logits_process.py`; the class each op mirrors is named in its docstring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+NEG_INF = -np.inf
+
+
+def temperature(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """`scores / temperature` (TemperatureLogitsWarper)."""
+    return scores / np.asarray(temperature, dtype=scores.dtype)
+
+
+def repetition_penalty(scores: np.ndarray, tokens: np.ndarray, penalty: float) -> np.ndarray:
+    """Penalise every token id present in `tokens` once (RepetitionPenaltyLogitsProcessor).
+
+    Negative scores are multiplied by `penalty`, positive ones divided; a score of 0 is unchanged.
+    Repeats of a token do not compound: gather and scatter of duplicates write the same value.
+    """
+    out = scores.copy()
+    for row in range(scores.shape[0]):
+        ids = np.unique(tokens[row])
+        s = scores[row, ids]
+        out[row, ids] = np.where(s < 0, s * penalty, s / penalty)
+    return out
+
+
+def min_length(scores: np.ndarray, cur_len: int, min_len: int, eos_token_ids: Sequence[int]) -> np.ndarray:
+    """Ban EOS while `cur_len < min_len`; `cur_len` counts the prompt (MinLengthLogitsProcessor)."""
+    out = scores.copy()
+    if cur_len < min_len:
+        out[:, list(eos_token_ids)] = NEG_INF
+    return out
+
+
+def no_repeat_ngram(scores: np.ndarray, tokens: np.ndarray, ngram_size: int) -> np.ndarray:
+    """Ban every token that would repeat an n-gram already in the row (NoRepeatNGramLogitsProcessor).
+
+    The row's whole history counts, prompt included. Nothing is banned while `cur_len + 1 < n`.
+    """
+    out = scores.copy()
+    cur_len = tokens.shape[1]
+    if cur_len + 1 < ngram_size:
+        return out
+    for row in range(tokens.shape[0]):
+        out[row, banned_ngram_tokens(tokens[row].tolist(), ngram_size)] = NEG_INF
+    return out
+
+
+def banned_ngram_tokens(row: list[int], n: int) -> list[int]:
+    """Tokens that follow an earlier occurrence of the row's last `n-1` tokens."""
+    prefix = tuple(row[len(row) - n + 1 :]) if n > 1 else ()
+    banned = []
+    for start in range(len(row) - n + 1):
+        if tuple(row[start : start + n - 1]) == prefix:
+            banned.append(row[start + n - 1])
+    return banned
+
+
+def bad_words(scores: np.ndarray, tokens: np.ndarray, bad_words_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Ban words (NoBadWordsLogitsProcessor).
+
+    A one-token word is always banned. For a longer word `[t1..tk]`, `tk` is banned in the rows whose
+    history ends with `[t1..t(k-1)]`; its earlier tokens stay allowed.
+    """
+    out = scores.copy()
+    for word in bad_words_ids:
+        *prefix, last = word
+        for row in range(tokens.shape[0]):
+            if not prefix or (len(prefix) <= tokens.shape[1] and tokens[row, tokens.shape[1] - len(prefix) :].tolist() == prefix):
+                out[row, last] = NEG_INF
+    return out
+
+
+def forced_token(scores: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
+    """Every score becomes -inf except `token_ids`, which become 0 (ForcedBOS/ForcedEOS processors)."""
+    out = np.full_like(scores, NEG_INF)
+    out[:, list(token_ids)] = 0
+    return out
+
+
+def inf_nan_remove(scores: np.ndarray) -> np.ndarray:
+    """NaN becomes 0, +inf the dtype's max; -inf is kept (InfNanRemoveLogitsProcessor)."""
+    out = np.where(np.isnan(scores), 0.0, scores).astype(scores.dtype)
+    return np.where(out == np.inf, np.finfo(scores.dtype).max, out).astype(scores.dtype)

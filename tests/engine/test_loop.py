@@ -1,0 +1,129 @@
+"""The engine on every installed backend, driven by a scripted fake model.
+
+The fake `step_fn` returns logits that put all mass on `script[row][cur_len]`, which makes the engine's
+bookkeeping exact: EOS per row, padding after it, max length, early exit, min length, user criteria.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pyengine.engine import loop
+from pyengine.engine import processors as P
+from pyengine.engine.plan import DecodePlan, build_plan
+from pyengine.generation_config import GenerationConfig
+from tests.helpers import backends, make_backend, to_backend, to_numpy
+
+V = 10
+EOS, PAD = 9, 0
+
+
+def scripted(name: str, script: list[list[int]]):
+    table = np.array(script)
+
+    def step(history):
+        cur = history.shape[1]
+        logits = np.full((table.shape[0], V), -5.0, np.float32)
+        logits[np.arange(table.shape[0]), table[:, cur]] = 5.0
+        logits[:, EOS] = np.where(table[:, cur] == EOS, 5.0, 1.0)  # EOS is always the runner-up
+        return to_backend(name, logits)
+
+    return step
+
+
+def run(name, plan, prompt, script, **kw):
+    backend = make_backend(name)
+    return loop.run(plan, scripted(name, script), backend, to_backend(name, np.array(prompt)), **kw)
+
+
+@pytest.mark.parametrize("name", backends())
+def test_eos_per_row_pads_after_and_stops_early(name):
+    script = [[0, 0, 3, 4, EOS, 5, 6, 7, 8, 1], [0, 0, 5, EOS, 6, 6, 6, 6, 6, 1]]
+    plan = DecodePlan("greedy", [], max_length=10, eos_token_ids=(EOS,), pad_token_id=PAD)
+    out = to_numpy(run(name, plan, [[1, 2], [1, 2]], script).sequences)
+    assert out.tolist() == [[1, 2, 3, 4, EOS], [1, 2, 5, EOS, PAD]]
+
+
+@pytest.mark.parametrize("name", backends())
+def test_max_length_without_eos(name):
+    script = [[0, 3, 4, 5, 6, 7, 8, 1, 2, 3]]
+    plan = DecodePlan("greedy", [], max_length=6)
+    assert to_numpy(run(name, plan, [[1]], script).sequences).tolist() == [[1, 3, 4, 5, 6, 7]]
+
+
+@pytest.mark.parametrize("name", backends())
+def test_min_length_defers_eos(name):
+    script = [[0, EOS, EOS, EOS, EOS, EOS, EOS, EOS]]
+    plan = DecodePlan("greedy", [P.MinLength(4, (EOS,))], max_length=8, eos_token_ids=(EOS,), pad_token_id=PAD)
+    out = to_numpy(run(name, plan, [[1]], script).sequences).tolist()[0]
+    assert EOS not in out[:4] and out[4] == EOS and len(out) == 5
+
+
+@pytest.mark.parametrize("name", backends())
+def test_scores_are_kept_per_step(name):
+    script = [[0, 3, 4, 5, 6, 7]]
+    plan = DecodePlan("greedy", [P.Temperature(2.0)], max_length=5, output_scores=True, output_logits=True)
+    res = run(name, plan, [[1]], script)
+    assert len(res.scores) == 4 and len(res.logits) == 4
+    np.testing.assert_allclose(to_numpy(res.scores[0]), to_numpy(res.logits[0]) / 2.0)
+
+
+@pytest.mark.parametrize("name", backends())
+def test_user_stopping_criterion_finishes_rows(name):
+    script = [[0, 3, 4, 5, 6, 7, 8, 1], [0, 3, 4, 5, 6, 7, 8, 1]]
+
+    def stop_after_5(tokens, scores):
+        return to_numpy(tokens)[:, -1] == 5 if name == "numpy" else tokens[:, -1] == 5
+
+    plan = DecodePlan("greedy", [], max_length=8, stopping=[stop_after_5])
+    assert to_numpy(run(name, plan, [[1], [1]], script).sequences).shape == (2, 4)
+
+
+@pytest.mark.parametrize("name", backends())
+def test_sampling_only_draws_allowed_tokens(name):
+    """With top-k=2 over scripted logits, every draw is the scripted token or EOS (the runner-up)."""
+    script = [[0] + [3] * 20] * 8
+    plan = DecodePlan("sample", [P.TopK(2)], max_length=20)
+    rng = np.random.default_rng(0) if name == "numpy" else None
+    out = to_numpy(run(name, plan, [[1]] * 8, script, rng=rng).sequences)[:, 1:]
+    assert set(np.unique(out)) <= {3, EOS}
+
+
+def test_plan_rejects_out_of_vocab_ids():
+    cfg = GenerationConfig(bad_words_ids=[[3], [V + 5]], max_length=5)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        build_plan(cfg, vocab_size=V, prompt_length=1, eos_token_ids=[EOS], pad_token_id=PAD)
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        build_plan(GenerationConfig(), vocab_size=V, prompt_length=1, eos_token_ids=[V], pad_token_id=PAD)
+
+
+def test_plan_needs_pad_with_eos():
+    with pytest.raises(ValueError, match="pad_token_id"):
+        DecodePlan("greedy", [], max_length=5, eos_token_ids=(EOS,))
+
+
+def test_plan_order_follows_transformers():
+    cfg = GenerationConfig(
+        do_sample=True, temperature=0.7, top_k=5, top_p=0.9, min_p=0.1, repetition_penalty=1.2,
+        no_repeat_ngram_size=2, bad_words_ids=[[4]], min_length=3,
+    )
+    plan = build_plan(cfg, vocab_size=V, prompt_length=1, eos_token_ids=[EOS], pad_token_id=PAD)
+    names = [type(p).__name__ for p in plan.processors]
+    assert names == ["RepetitionPenalty", "NoRepeatNGram", "BadWords", "MinLength", "Temperature", "TopK", "TopP", "MinP"]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"top_p": 1.5}, "top_p"),
+        ({"top_p": -0.1}, "top_p"),
+        ({"max_new_tokens": -1}, "max_new_tokens"),
+        ({"do_sample": True, "temperature": 0.0}, "temperature"),
+        ({"bad_words_ids": [[]]}, "bad_words_ids"),
+        ({"num_beams": 0}, "num_beams"),
+    ],
+)
+def test_generation_config_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GenerationConfig(**kwargs)
