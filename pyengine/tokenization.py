@@ -29,15 +29,27 @@ _SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 _GGUF_CONTROL_TOKEN = 3  # llama.cpp token_type: 1 normal, 2 unknown, 3 control, 4 user-defined, 6 byte
 _GGUF_USER_DEFINED_TOKEN = 4
 # transformers' `clean_up_tokenization`: undo the spaces a word-level detokenizer leaves before punctuation.
-_CLEANUPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
-             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+_CLEANUPS = (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+)
 
 
 def _require_tokenizers() -> Any:
     try:
         import tokenizers
     except ImportError as exc:
-        raise ImportError("pyengine.tokenization needs the tokenizers package: pip install tokenizers") from exc
+        raise ImportError(
+            "pyengine.tokenization needs the tokenizers package: pip install tokenizers"
+        ) from exc
     return tokenizers
 
 
@@ -100,7 +112,12 @@ class Tokenizer:
             if side not in ("left", "right"):
                 raise ValueError(f"{side_name} must be 'left' or 'right', got {side!r}.")
         self.backend = backend
-        self.bos_token, self.eos_token, self.unk_token, self.pad_token = bos_token, eos_token, unk_token, pad_token
+        self.bos_token, self.eos_token, self.unk_token, self.pad_token = (
+            bos_token,
+            eos_token,
+            unk_token,
+            pad_token,
+        )
         self.padding_side = padding_side
         self.truncation_side = truncation_side
         self.model_max_length = model_max_length
@@ -147,7 +164,9 @@ class Tokenizer:
     def get_vocab(self) -> dict[str, int]:
         return self.backend.get_vocab(with_added_tokens=True)
 
-    def convert_ids_to_tokens(self, ids: int | Sequence[int], skip_special_tokens: bool = False) -> str | list[str]:
+    def convert_ids_to_tokens(
+        self, ids: int | Sequence[int], skip_special_tokens: bool = False
+    ) -> str | list[str]:
         """Id(s) → token string(s); a single int gives a single string."""
         if isinstance(ids, (int, np.integer)):
             return self.backend.id_to_token(int(ids))
@@ -216,7 +235,11 @@ class Tokenizer:
         return out
 
     def _encode_batch(
-        self, texts: list[str], add_special_tokens: bool, truncation: bool | str | None, max_length: int | None
+        self,
+        texts: list[str],
+        add_special_tokens: bool,
+        truncation: bool | str | None,
+        max_length: int | None,
     ) -> list[list[int]]:
         """Encodes with the backend's own truncation, which keeps room for the special tokens."""
         limit = self._truncation_length(truncation, max_length)
@@ -236,7 +259,9 @@ class Tokenizer:
         if truncation in (None, False, "do_not_truncate"):
             return None
         if truncation not in (True, "longest_first", "only_first"):
-            raise ValueError(f"truncation={truncation!r} is not supported; use True, 'longest_first' or False.")
+            raise ValueError(
+                f"truncation={truncation!r} is not supported; use True, 'longest_first' or False."
+            )
         return max_length if max_length is not None else self.model_max_length
 
     def _pad_length(self, ids: list[list[int]], padding: bool | str, max_length: int | None) -> int | None:
@@ -351,9 +376,13 @@ class Tokenizer:
         options = HubOptions.pop_from(kwargs)
         tokenizer_file = resolve_file(path_or_repo_id, TOKENIZER_FILE, options)
         config = _read_json(resolve_file(path_or_repo_id, TOKENIZER_CONFIG_FILE, options, required=False))
-        special_map = _read_json(resolve_file(path_or_repo_id, SPECIAL_TOKENS_MAP_FILE, options, required=False))
+        special_map = _read_json(
+            resolve_file(path_or_repo_id, SPECIAL_TOKENS_MAP_FILE, options, required=False)
+        )
         template_file = resolve_file(path_or_repo_id, CHAT_TEMPLATE_FILE, options, required=False)
-        init: dict[str, Any] = {name: _token_content(config.get(name, special_map.get(name))) for name in _SPECIAL_NAMES}
+        init: dict[str, Any] = {
+            name: _token_content(config.get(name, special_map.get(name))) for name in _SPECIAL_NAMES
+        }
         for key in ("padding_side", "truncation_side", "model_max_length", "chat_template"):
             if config.get(key) is not None:
                 init[key] = config[key]
@@ -418,8 +447,10 @@ class Tokenizer:
             The paths written.
         """
         os.makedirs(save_directory, exist_ok=True)
-        paths = tuple(os.path.join(save_directory, n) for n in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE,
-                                                                 SPECIAL_TOKENS_MAP_FILE))
+        paths = tuple(
+            os.path.join(save_directory, n)
+            for n in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, SPECIAL_TOKENS_MAP_FILE)
+        )
         self.backend.save(paths[0])
         specials = {name: getattr(self, name) for name in _SPECIAL_NAMES if getattr(self, name) is not None}
         config: dict[str, Any] = {
@@ -439,9 +470,11 @@ class Tokenizer:
         return paths
 
     def __repr__(self) -> str:
-        return (f"Tokenizer(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
-                f"bos={self.bos_token!r}, eos={self.eos_token!r}, pad={self.pad_token!r}, "
-                f"padding_side={self.padding_side!r})")
+        return (
+            f"Tokenizer(name_or_path={self.name_or_path!r}, vocab_size={self.vocab_size}, "
+            f"bos={self.bos_token!r}, eos={self.eos_token!r}, pad={self.pad_token!r}, "
+            f"padding_side={self.padding_side!r})"
+        )
 
 
 def _byte_level_bpe(tokens: list[str], md: dict[str, Any]) -> tokenizers.Tokenizer:
@@ -459,14 +492,23 @@ def _byte_level_bpe(tokens: list[str], md: dict[str, Any]) -> tokenizers.Tokeniz
     unk = tokens[unk_id] if unk_id is not None else None
     backend = tokenizers.Tokenizer(models.BPE(vocab, merges, unk_token=unk, fuse_unk=False))
     add_prefix_space = bool(md.get("tokenizer.ggml.add_space_prefix", False))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space, trim_offsets=False,
-                                                     use_regex=True)
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(
+        add_prefix_space=add_prefix_space, trim_offsets=False, use_regex=True
+    )
     backend.decoder = decoders.ByteLevel()
     types = md.get("tokenizer.ggml.token_type", [])
-    backend.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                                for i, t in enumerate(types) if t == _GGUF_CONTROL_TOKEN])
-    user = [AddedToken(tokens[i], special=False, normalized=False)
-            for i, t in enumerate(types) if t == _GGUF_USER_DEFINED_TOKEN]
+    backend.add_special_tokens(
+        [
+            AddedToken(tokens[i], special=True, normalized=False)
+            for i, t in enumerate(types)
+            if t == _GGUF_CONTROL_TOKEN
+        ]
+    )
+    user = [
+        AddedToken(tokens[i], special=False, normalized=False)
+        for i, t in enumerate(types)
+        if t == _GGUF_USER_DEFINED_TOKEN
+    ]
     if user:
         backend.add_tokens(user)
     post = _bos_eos_processor(tokens, md)

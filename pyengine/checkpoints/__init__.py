@@ -12,6 +12,7 @@ from pyengine.checkpoints.gguf import (
     GGUFTensorInfo,
     dequantize,
     load_gguf_checkpoint,
+    load_gguf_config,
     read_gguf,
 )
 from pyengine.checkpoints.resolve import (
@@ -46,6 +47,7 @@ __all__ = [
     "HubOptions",
     "dequantize",
     "load_gguf_checkpoint",
+    "load_gguf_config",
     "load_safetensors",
     "load_state_dict",
     "load_torch_bin",

@@ -264,7 +264,9 @@ def dequantize(raw: np.ndarray, ggml_type: int, *, name: str = "<tensor>") -> np
         return (raw.view("<u2").astype(np.uint32) << 16).view(np.float32)
     _, block_bytes = _BLOCK_LAYOUT[ggml_type]
     if raw.size % block_bytes:
-        raise ValueError(f"GGUF tensor {name!r}: {raw.size} bytes is not a whole number of {block_bytes}-byte blocks.")
+        raise ValueError(
+            f"GGUF tensor {name!r}: {raw.size} bytes is not a whole number of {block_bytes}-byte blocks."
+        )
     blocks = raw.reshape(-1, block_bytes)  # [n_blocks, block_bytes]
     return _BLOCK_DEQUANT[ggml_type](blocks).reshape(-1)
 
@@ -375,7 +377,9 @@ class _Cursor:
         return out
 
     def truncated(self) -> ValueError:
-        return ValueError(f"{self.path} is truncated (header ends at byte {self.pos}); re-download the GGUF file.")
+        return ValueError(
+            f"{self.path} is truncated (header ends at byte {self.pos}); re-download the GGUF file."
+        )
 
 
 def _read_value(cur: _Cursor, value_type: int) -> Any:
@@ -391,7 +395,9 @@ def _read_value(cur: _Cursor, value_type: int) -> Any:
     if value_type in _SCALAR_DTYPES:
         value = cur.array(_SCALAR_DTYPES[GGUFValueType(value_type)], 1)[0].item()
         return bool(value) if value_type == GGUFValueType.BOOL else value
-    raise ValueError(f"{cur.path}: unknown GGUF metadata value type {value_type} at byte {cur.pos}; file is corrupt.")
+    raise ValueError(
+        f"{cur.path}: unknown GGUF metadata value type {value_type} at byte {cur.pos}; file is corrupt."
+    )
 
 
 def _read_preamble(cur: _Cursor) -> tuple[int, int, int]:
@@ -494,7 +500,9 @@ def _llama_hf_name(name: str) -> str | None:
     match = _LAYER_RE.fullmatch(name)
     if match and match.group(2) in _LLAMA_LAYER_NAMES:
         return f"model.layers.{match.group(1)}.{_LLAMA_LAYER_NAMES[match.group(2)]}"
-    raise ValueError(f"GGUF tensor {name!r} has no transformers Llama equivalent; this llama variant is not supported.")
+    raise ValueError(
+        f"GGUF tensor {name!r} has no transformers Llama equivalent; this llama variant is not supported."
+    )
 
 
 def llama_config_from_gguf(gguf: GGUFFile) -> dict[str, Any]:
@@ -545,6 +553,21 @@ def reverse_rotary_permutation(weight: np.ndarray, n_head: int) -> np.ndarray:
     return weight.reshape(n_head, half, 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
+def load_gguf_config(path: str | os.PathLike | GGUFFile) -> dict[str, Any]:
+    """The transformers-style config dict of a GGUF model, without dequantizing any tensor.
+
+    Raises:
+        ValueError: The architecture is not supported.
+    """
+    gguf = path if isinstance(path, GGUFFile) else read_gguf(path)
+    arch = gguf.metadata.get("general.architecture")
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ValueError(
+            f"GGUF architecture {arch} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
+    return llama_config_from_gguf(gguf)
+
+
 def load_gguf_checkpoint(path: str | os.PathLike | GGUFFile) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Reads a GGUF model into a transformers-style config dict and a dequantized float32 state dict.
 
@@ -559,12 +582,7 @@ def load_gguf_checkpoint(path: str | os.PathLike | GGUFFile) -> tuple[dict[str, 
         ValueError: The architecture is not supported, or a tensor type cannot be dequantized.
     """
     gguf = path if isinstance(path, GGUFFile) else read_gguf(path)
-    arch = gguf.metadata.get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise ValueError(
-            f"GGUF architecture {arch} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
-        )
-    config = llama_config_from_gguf(gguf)
+    config = load_gguf_config(gguf)
     heads = {"attn_q.weight": config["num_attention_heads"], "attn_k.weight": config["num_key_value_heads"]}
     state_dict: dict[str, np.ndarray] = {}
     for name in gguf.tensors:

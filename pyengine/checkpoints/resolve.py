@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import warnings
 from typing import Any
 
@@ -56,7 +57,9 @@ class HubOptions:
         fields = {f.name: kwargs.pop(f.name) for f in dataclasses.fields(cls) if f.name in kwargs}
         use_auth_token = kwargs.pop("use_auth_token", None)
         if use_auth_token is not None:
-            warnings.warn("`use_auth_token` is deprecated; pass `token` instead.", FutureWarning, stacklevel=2)
+            warnings.warn(
+                "`use_auth_token` is deprecated; pass `token` instead.", FutureWarning, stacklevel=2
+            )
             if fields.get("token") is not None:
                 raise ValueError("`token` and `use_auth_token` are both set; only set `token`.")
             fields["token"] = use_auth_token
@@ -231,7 +234,7 @@ def resolve_weight_files(
         found = resolve_file(path, add_variant(name, variant), options, required=False)
         if found is None:
             continue
-        if found.endswith(".index.json"):
+        if name.endswith(".index.json"):
             return _resolve_shards(path, found, options)
         return [found]
     raise _missing_weights_error(path, options, use_safetensors, variant)
@@ -239,11 +242,13 @@ def resolve_weight_files(
 
 def _single_file(path: str) -> list[str]:
     """A path given directly: a weights file, or an index that lists shards next to it."""
-    if path.endswith(".index.json"):
+    if re.search(r"\.index(\.[^.]+)?\.json$", path):
         return _resolve_shards(os.path.dirname(os.path.abspath(path)), path, HubOptions())
     if path.endswith((".safetensors", ".bin", ".pt", ".pth")):
         return [path]
-    raise OSError(f"{path} is not a .safetensors, .bin or .index.json weights file; pass a checkpoint folder instead.")
+    raise OSError(
+        f"{path} is not a .safetensors, .bin or .index.json weights file; pass a checkpoint folder instead."
+    )
 
 
 def _resolve_shards(path_or_repo_id: str, index_file: str, options: HubOptions) -> list[str]:
@@ -252,13 +257,17 @@ def _resolve_shards(path_or_repo_id: str, index_file: str, options: HubOptions) 
         with open(index_file, encoding="utf-8") as f:
             weight_map = json.load(f)["weight_map"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise OSError(f"{index_file} is not a valid checkpoint index (no 'weight_map'); re-download it.") from exc
+        raise OSError(
+            f"{index_file} is not a valid checkpoint index (no 'weight_map'); re-download it."
+        ) from exc
     shard_names = sorted(set(weight_map.values()))
     folder = os.path.dirname(index_file)
     if os.path.isdir(path_or_repo_id) or not shard_names:
         missing = [s for s in shard_names if not os.path.isfile(os.path.join(folder, s))]
         if missing:
-            raise OSError(f"{index_file} lists shards that are missing next to it: {missing}; re-download them.")
+            raise OSError(
+                f"{index_file} lists shards that are missing next to it: {missing}; re-download them."
+            )
         return [os.path.join(folder, s) for s in shard_names]
     return [resolve_file(path_or_repo_id, s, options) for s in shard_names]  # type: ignore[misc]
 

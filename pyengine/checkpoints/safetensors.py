@@ -24,7 +24,9 @@ def _require_safetensors() -> Any:
     try:
         import safetensors.numpy
     except ImportError as exc:
-        raise ImportError("Reading .safetensors files needs the safetensors package: pip install safetensors") from exc
+        raise ImportError(
+            "Reading .safetensors files needs the safetensors package: pip install safetensors"
+        ) from exc
     return safetensors
 
 
@@ -61,7 +63,9 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], in
         raise _corrupt(path, "header is not a JSON object")
     data_start = 8 + header_len
     try:
-        data_end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        data_end = max(
+            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
+        )
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise _corrupt(path, "a tensor entry has no valid data_offsets") from exc
     if data_start + data_end > file_size:
@@ -101,7 +105,9 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raw = np.memmap(path, dtype=np.uint8, mode="r")
         for name in bf16:
             begin, end = header[name]["data_offsets"]
-            out[name] = _bf16_to_f32(np.asarray(raw[data_start + begin : data_start + end]), header[name]["shape"])
+            out[name] = _bf16_to_f32(
+                np.asarray(raw[data_start + begin : data_start + end]), header[name]["shape"]
+            )
         del raw
     rest = [n for n in names if n not in out]
     if rest:

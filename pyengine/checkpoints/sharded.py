@@ -44,7 +44,9 @@ def parse_size(size: int | str) -> int:
     match = _SIZE_RE.match(size)
     unit = match.group(2).upper() if match else None
     if match is None or unit not in _SIZE_UNITS:
-        raise ValueError(f"`max_shard_size`={size!r} is not in a valid format. Use an integer and a unit, e.g. '5GB'.")
+        raise ValueError(
+            f"`max_shard_size`={size!r} is not in a valid format. Use an integer and a unit, e.g. '5GB'."
+        )
     value = int(match.group(1)) * _SIZE_UNITS[unit]
     is_bits = unit in {"KB", "MB", "GB"} and match.group(2).endswith("b")
     return value // 8 if is_bits else value
@@ -69,7 +71,9 @@ def load_state_dict(files: list[str]) -> dict[str, np.ndarray]:
             raise ValueError(f"Don't know how to load {path}: expected a .safetensors or .bin file.")
         duplicated = merged.keys() & part.keys()
         if duplicated:
-            raise ValueError(f"{path} repeats tensors already loaded from another shard: {sorted(duplicated)[:5]}")
+            raise ValueError(
+                f"{path} repeats tensors already loaded from another shard: {sorted(duplicated)[:5]}"
+            )
         merged.update(part)
     return merged
 

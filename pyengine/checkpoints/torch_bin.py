@@ -57,7 +57,9 @@ def load_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"to safetensors. (torch said: {str(exc).splitlines()[0]})"
         ) from exc
     except (RuntimeError, EOFError) as exc:
-        raise OSError(f"{os.fspath(path)} is truncated or not a PyTorch checkpoint ({exc}); re-download it.") from exc
+        raise OSError(
+            f"{os.fspath(path)} is truncated or not a PyTorch checkpoint ({exc}); re-download it."
+        ) from exc
     if not isinstance(state, Mapping):
         raise ValueError(f"{os.fspath(path)} holds a {type(state).__name__}, not a state dict of tensors.")
     out = {}
