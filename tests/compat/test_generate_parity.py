@@ -1,0 +1,164 @@
+"""generate() token for token against transformers 4.57 on tiny random checkpoints written by transformers.
+
+Greedy with every processor of the foundation issue, batched with left padding; sampling with the same
+torch seed (our torch backend draws with `torch.multinomial` after the same processors, so the tokens
+match transformers'); scores equal within the fp32 tolerance.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from pyengine import AutoModelForCausalLM  # noqa: E402
+
+VOCAB = 1000
+
+
+def _hf_gpt2():
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=VOCAB, n_positions=128,
+                                  bos_token_id=1, eos_token_id=2)
+    return transformers.GPT2LMHeadModel(cfg)
+
+
+def _hf_llama():
+    cfg = transformers.LlamaConfig(num_hidden_layers=2, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                                   num_key_value_heads=2, vocab_size=VOCAB, max_position_embeddings=128,
+                                   bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama"])
+def pair(request, tmp_path_factory):
+    torch.manual_seed(0)
+    hf = {"gpt2": _hf_gpt2, "llama": _hf_llama}[request.param]().eval()
+    path = tmp_path_factory.mktemp(request.param)
+    hf.save_pretrained(path)
+    ours = AutoModelForCausalLM.from_pretrained(path)
+    return hf, ours
+
+
+def _batch(pad: int = 0):
+    torch.manual_seed(1)
+    ids = torch.randint(3, VOCAB, (3, 7))
+    mask = torch.ones_like(ids)
+    ids[1, :2], mask[1, :2] = pad, 0  # left padding
+    ids[2, :4], mask[2, :4] = pad, 0
+    return ids, mask
+
+
+def _both(pair, seed=None, **kwargs):
+    hf, ours = pair
+    outs = []
+    for model in (hf, ours):
+        if seed is not None:
+            torch.manual_seed(seed)
+        outs.append(model.generate(**kwargs))
+    return outs
+
+
+GREEDY_CASES = [
+    {},
+    {"repetition_penalty": 1.5},
+    {"repetition_penalty": 0.7},
+    {"no_repeat_ngram_size": 2},
+    {"bad_words_ids": [[5], [7, 8], [11, 12, 13]]},
+    {"min_length": 15},
+    {"min_new_tokens": 6},
+    {"repetition_penalty": 1.3, "no_repeat_ngram_size": 3, "min_length": 12},
+]
+
+
+@pytest.mark.parametrize("case", GREEDY_CASES, ids=lambda c: "-".join(c) or "plain")
+def test_greedy_left_padded_batch(pair, case):
+    ids, mask = _batch()
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=12, pad_token_id=0, **case)
+    assert torch.equal(a, b), f"\nhf:   {a.tolist()}\nours: {b.tolist()}"
+
+
+def test_greedy_eos_per_row(pair):
+    """Pick an EOS id that the model emits mid-way in one row only, then check padding after it."""
+    ids, mask = _batch()
+    hf, _ = pair
+    probe = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0, eos_token_id=None)
+    eos = int(probe[0, ids.shape[1] + 3])
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0, eos_token_id=eos)
+    assert torch.equal(a, b)
+    assert (a == eos).any()
+
+
+def test_bad_words_blocks_greedy_choice(pair):
+    ids, mask = _batch()
+    hf, _ = pair
+    probe = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, pad_token_id=0)
+    banned = [[int(t)] for t in probe[:, ids.shape[1]:].reshape(-1).unique()[:3]]
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=8, pad_token_id=0, bad_words_ids=banned)
+    assert torch.equal(a, b)
+    for (t,) in banned:
+        assert not (b[:, ids.shape[1]:] == t).any()
+
+
+SAMPLE_CASES = [
+    {"top_k": 0},
+    {},
+    {"temperature": 0.7, "top_k": 20},
+    {"top_p": 0.8, "top_k": 0},
+    {"temperature": 1.3, "top_k": 50, "top_p": 0.9, "repetition_penalty": 1.2},
+    {"min_p": 0.05, "top_k": 0},
+    {"num_return_sequences": 3, "top_p": 0.95},
+]
+
+
+@pytest.mark.parametrize("case", SAMPLE_CASES, ids=lambda c: "-".join(c) or "defaults")
+def test_sampling_same_torch_seed(pair, case):
+    ids, mask = _batch()
+    a, b = _both(pair, seed=123, input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=10,
+                 pad_token_id=0, **case)
+    assert torch.equal(a, b), f"\nhf:   {a.tolist()}\nours: {b.tolist()}"
+
+
+def test_scores_and_logits_match(pair):
+    ids, mask = _batch()
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=4, pad_token_id=0, repetition_penalty=1.2,
+                 return_dict_in_generate=True, output_scores=True, output_logits=True)
+    assert torch.equal(a.sequences, b.sequences)
+    assert len(a.scores) == len(b.scores) == 4
+    for sa, sb in zip(a.scores + a.logits, b.scores + b.logits):
+        torch.testing.assert_close(sb, sa, atol=1e-5, rtol=1.3e-6)
+
+
+def test_default_max_length_and_no_prompt(pair):
+    hf, ours = pair
+    a, b = _both(pair, input_ids=torch.tensor([[5, 6, 7]]))
+    assert torch.equal(a, b) and b.shape[1] <= 23
+    a, b = _both(pair, max_new_tokens=5)  # no prompt: starts from BOS
+    assert torch.equal(a, b) and b[0, 0].item() == 1
+
+
+def test_use_cache_false_matches(pair):
+    ids, mask = _batch()
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0, use_cache=False)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs,err,match",
+    [
+        ({"top_p": 1.5, "do_sample": True}, ValueError, "top_p"),
+        ({"max_new_tokens": -1}, ValueError, "max_new_tokens"),
+        ({"input_ids": torch.tensor([[1, VOCAB + 3]])}, ValueError, "outside the model's vocabulary"),
+        ({"input_ids": torch.tensor([[1, -4]])}, ValueError, "outside the model's vocabulary"),
+        ({"bad_words_ids": [[VOCAB + 1]]}, ValueError, "outside the vocabulary"),
+        ({"num_return_sequences": 2}, ValueError, "num_return_sequences"),
+        ({"max_length": 2, "input_ids": torch.tensor([[1, 2, 3]])}, ValueError, "max_length"),
+        ({"not_an_arg": 3}, ValueError, "not_an_arg"),
+        ({"input_ids": torch.tensor([[1.0, 2.0]])}, TypeError, "integer"),
+    ],
+)
+def test_bad_input_is_rejected_clearly(pair, kwargs, err, match):
+    _, ours = pair
+    kwargs = {"input_ids": torch.tensor([[5, 6]]), **kwargs}
+    with pytest.raises(err, match=match):
+        ours.generate(**kwargs)
