@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pyengine.backends.torch.cache import KVCache
 from pyengine.configuration_utils import PretrainedConfig
 
 logger = logging.getLogger("pyengine")
@@ -136,6 +137,18 @@ def attention(
     return torch.matmul(probs, value).transpose(1, 2), probs
 
 
+def as_kv_cache(past_key_values: Any) -> KVCache | None:
+    """None, a `KVCache`, or transformers' legacy tuple of `(k, v)` `[B, H, T, D]` per layer → `KVCache`."""
+    if past_key_values is None or isinstance(past_key_values, KVCache):
+        return past_key_values
+    if isinstance(past_key_values, (tuple, list)):
+        return KVCache.from_legacy_cache(tuple(past_key_values)) if len(past_key_values) else None
+    raise TypeError(
+        f"past_key_values must be None, a pyengine KVCache or a tuple of (key, value) pairs; got "
+        f"{type(past_key_values).__name__}."
+    )
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Mean next-token cross entropy (transformers `ForCausalLMLoss`): labels shift left inside, in float32."""
     labels = F.pad(labels.to(logits.device), (0, 1), value=ignore_index)[:, 1:]  # [B, S]
@@ -225,7 +238,7 @@ def _resolve_dtype(dtype: Any, config: PretrainedConfig, arrays: Mapping[str, An
     if dtype is None:
         return torch.get_default_dtype()
     if dtype == "auto":
-        if getattr(config, "dtype", None) is not None:
+        if getattr(config, "dtype", None) not in (None, "auto"):
             return _resolve_dtype(str(config.dtype).removeprefix("torch."), config, arrays)
         found = (_float_dtype_of(a) for a in arrays.values())
         return next((d for d in found if d is not None), torch.get_default_dtype())
@@ -245,6 +258,19 @@ def _init_generation_config(config: PretrainedConfig) -> Any:
     except ImportError:
         return None
     return GenerationConfig.from_model_config(config)
+
+
+def _fill_rows_from_old_distribution(old: torch.Tensor, new: torch.Tensor, added: int) -> None:
+    """Last `added` rows of `new` ~ N(mean, 1e-9 · cov) of the rows of `old` `[N, E]`; the mean if cov is not PD."""
+    rows = old.float()  # [N, E]
+    mean = rows.mean(0)  # [E]
+    centered = rows - mean
+    covariance = 1e-9 * (centered.T @ centered / rows.shape[0])  # [E, E]
+    if torch.distributions.constraints.positive_definite.check(covariance).all():
+        draws = torch.distributions.MultivariateNormal(mean, covariance_matrix=covariance).sample((added,))
+    else:
+        draws = mean[None, :].repeat(added, 1)
+    new[-added:] = draws.to(new.dtype)  # [added, E]
 
 
 def _tied_groups(model: nn.Module) -> list[set[str]]:
@@ -423,10 +449,10 @@ class PreTrainedModel(nn.Module):
     ) -> nn.Embedding:
         """Grow or shrink the vocabulary of the input embeddings (and of an untied LM head); keep tying.
 
-        New rows get the mean of the old rows when `mean_resizing` (transformers 4.57 draws them from
-        N(mean, 1e-9·cov) only when its positive-definiteness check passes; that check inspects the
-        complex output of `eigvals` and so never passes, and 4.57 always falls back to the mean; so do we),
-        otherwise `_init_weights`.
+        With `mean_resizing`, new rows are drawn from N(mean, 1e-9 · covariance) of the old rows
+        (Hewitt 2021, https://nlp.stanford.edu/~johnhew/vocab-expansion.html), or set to the mean when that
+        covariance is not positive definite; otherwise they get `_init_weights`. Same draws as
+        transformers 4.57 under the same torch seed.
         """
         embeddings = self._resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
         if new_num_tokens is None and pad_to_multiple_of is None:
@@ -462,7 +488,7 @@ class PreTrainedModel(nn.Module):
         new = nn.Embedding(new_num_tokens, dim, device=old.weight.device, dtype=old.weight.dtype)
         added = new_num_tokens - old_num
         if added > 0 and mean_resizing:
-            new.weight.data[-added:] = old.weight.data.float().mean(0).to(new.weight.dtype)
+            _fill_rows_from_old_distribution(old.weight.data, new.weight.data, added)
         elif added > 0:
             self._init_weights(new)
         keep = min(old_num, new_num_tokens)
@@ -483,9 +509,10 @@ class PreTrainedModel(nn.Module):
         new = nn.Linear(dim, new_num_tokens, bias=has_bias, device=old.weight.device, dtype=old.weight.dtype)
         added = new_num_tokens - old_num
         if added > 0 and mean_resizing:
-            new.weight.data[-added:] = old.weight.data.float().mean(0).to(new.weight.dtype)
+            _fill_rows_from_old_distribution(old.weight.data, new.weight.data, added)
             if has_bias:
-                new.bias.data[-added:] = old.bias.data.float().mean().to(new.bias.dtype)
+                mean, std = old.bias.data.float().mean().item(), old.bias.data.std().float().item()
+                new.bias.data[-added:].normal_(mean=mean, std=1e-9 * std)
         elif added > 0:
             self._init_weights(new)
         keep = min(old_num, new_num_tokens)
@@ -607,7 +634,12 @@ class PreTrainedModel(nn.Module):
         Returns:
             The model in eval mode, or `(model, loading_info)` with `output_loading_info=True`.
         """
-        from pyengine.checkpoints import HubOptions, load_gguf_checkpoint, load_state_dict, resolve_weight_files
+        from pyengine.checkpoints import (
+            HubOptions,
+            load_gguf_checkpoint,
+            load_state_dict,
+            resolve_weight_files,
+        )
 
         dtype = dtype if dtype is not None else torch_dtype
         variant = kwargs.pop("variant", None)
@@ -850,10 +882,8 @@ class PreTrainedModel(nn.Module):
             state.pop(key, None)
         state = self._drop_shared_tensors(state)
         arrays = {name: _to_numpy(tensor) for name, tensor in state.items()}
-        files = save_state_dict(arrays, os.fspath(save_directory), safe_serialization=safe_serialization,
-                                max_shard_size=max_shard_size, metadata={"format": "pt"})  # fmt: skip
-        if variant is not None:
-            _rename_for_variant(files, variant)
+        save_state_dict(arrays, os.fspath(save_directory), safe_serialization=safe_serialization,
+                        max_shard_size=max_shard_size, metadata={"format": "pt"}, variant=variant)  # fmt: skip
 
     def _drop_shared_tensors(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep one name per shared storage: names matching `_tied_weights_keys` go first."""
@@ -877,15 +907,15 @@ def _resolve_gguf(path: str | None, gguf_file: str, options: Any) -> str:
     """GGUF file location: a path, a name inside a local directory, or a file of a Hub repo."""
     from pyengine.checkpoints import resolve_file
 
+    if path is not None and os.path.isdir(path):
+        candidate = os.path.join(path, options.subfolder, gguf_file)
+        if os.path.isfile(candidate):
+            return candidate
     if os.path.isfile(gguf_file):
         return gguf_file
-    if path is None:
-        raise OSError(f"GGUF file {gguf_file} not found; pass its path or the directory / repo holding it.")
-    if os.path.isdir(path):
-        candidate = os.path.join(path, options.subfolder, gguf_file)
-        if not os.path.isfile(candidate):
-            raise OSError(f"{path} does not appear to have a file named {gguf_file}.")
-        return candidate
+    if path is None or os.path.isdir(path):
+        raise OSError(f"GGUF file {gguf_file} not found in {path or 'the current directory'}; pass its path "
+                      "or the directory / Hub repo that holds it.")  # fmt: skip
     return resolve_file(path, gguf_file, options)
 
 
@@ -898,11 +928,3 @@ def _device_from_map(device_map: Any) -> torch.device:
     if device_map in ("auto", "balanced", "sequential"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device_map)
-
-
-def _rename_for_variant(files: list[str], variant: str) -> None:
-    """`model.safetensors` → `model.<variant>.safetensors` (single-file checkpoints only)."""
-    if len(files) != 1:
-        raise NotImplementedError("`variant` with a sharded checkpoint is not supported yet; raise max_shard_size.")
-    stem, ext = files[0].rsplit(".", 1)
-    os.replace(files[0], f"{stem}.{variant}.{ext}")

@@ -1,0 +1,347 @@
+"""GPT-2 in PyTorch, parameter for parameter transformers' `GPT2Model` / `GPT2LMHeadModel`.
+
+Read top to bottom: Conv1D → attention → MLP → block → model → LM head. Parameter names and layouts match
+transformers (Conv1D weights are `[in, out]`), so checkpoints load in either library unchanged.
+
+Engine contract (both classes): `forward(...)` HF-style, plus `num_layers`, `num_kv_heads`, `head_dim` and
+`new_cache(batch_size, max_length)`, a `KVCache` preallocated in the model's dtype and device. A forward
+of `S` tokens writes cache positions `[past, past + S)` and advances the cache once.
+
+Shapes: `B` batch, `S` new tokens, `T` past + new tokens, `H` heads, `D` head dim, `E` hidden, `V` vocab.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pyengine.backends.torch.cache import KVCache
+from pyengine.generation.utils import GenerationMixin
+from pyengine.modeling_outputs import (
+    BaseModelOutputWithPastAndCrossAttentions,
+    CausalLMOutputWithCrossAttentions,
+)
+from pyengine.modeling_utils import (
+    PreTrainedModel,
+    as_kv_cache,
+    attention,
+    build_attention_mask,
+    causal_lm_loss,
+    get_activation,
+)
+from pyengine.models.gpt2 import convert
+from pyengine.models.gpt2.config import GPT2Config
+
+
+class Conv1D(nn.Module):
+    """GPT-2's linear layer with the weight stored `[in, out]` (the original TF layout)."""
+
+    def __init__(self, nf: int, nx: int) -> None:
+        super().__init__()
+        self.nf = nf
+        self.weight = nn.Parameter(torch.empty(nx, nf))
+        self.bias = nn.Parameter(torch.zeros(nf))
+        nn.init.normal_(self.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size_out = x.shape[:-1] + (self.nf,)
+        x = torch.addmm(self.bias, x.reshape(-1, x.shape[-1]), self.weight)  # same kernel as transformers
+        return x.view(size_out)
+
+
+class GPT2Attention(nn.Module):
+    """Causal self-attention with a fused QKV projection (`c_attn`) and output projection (`c_proj`)."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int) -> None:
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.embed_dim = config.n_embd
+        self.num_heads = config.n_head
+        self.head_dim = self.embed_dim // self.num_heads
+        if self.head_dim * self.num_heads != self.embed_dim:
+            raise ValueError(f"`n_embd` ({self.embed_dim}) must be divisible by `n_head` ({self.num_heads}).")
+        self.scale = self.head_dim**-0.5 if config.scale_attn_weights else 1.0
+        if config.scale_attn_by_inverse_layer_idx:
+            self.scale /= float(layer_idx + 1)
+        self.c_attn = Conv1D(3 * self.embed_dim, self.embed_dim)
+        self.c_proj = Conv1D(self.embed_dim, self.embed_dim)
+        self.attn_dropout = nn.Dropout(config.attn_pdrop)
+        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch, seq = hidden_states.shape[:2]
+        query, key, value = self.c_attn(hidden_states).split(self.embed_dim, dim=2)  # [B, S, E] each
+        query, key, value = (x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
+                             for x in (query, key, value))  # [B, H, S, D]  # fmt: skip
+        if cache is not None:
+            key, value = cache.update(self.layer_idx, key, value)  # [B, H, T, D]
+        eager = output_attentions or self.config._attn_implementation == "eager"
+        dropout_p = self.attn_dropout.p if self.training else 0.0
+        out, probs = attention(query, key, value, mask, is_causal, self.scale, dropout_p, eager)  # [B, S, H, D]
+        out = self.c_proj(out.reshape(batch, seq, self.embed_dim))
+        return self.resid_dropout(out), probs
+
+
+class GPT2MLP(nn.Module):
+    def __init__(self, intermediate_size: int, config: GPT2Config) -> None:
+        super().__init__()
+        self.c_fc = Conv1D(intermediate_size, config.n_embd)
+        self.c_proj = Conv1D(config.n_embd, intermediate_size)
+        self.act = get_activation(config.activation_function)
+        self.dropout = nn.Dropout(config.resid_pdrop)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.act(self.c_fc(hidden_states))))
+
+
+class GPT2Block(nn.Module):
+    """Pre-LayerNorm block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPT2Config, layer_idx: int) -> None:
+        super().__init__()
+        inner_dim = config.n_inner if config.n_inner is not None else 4 * config.n_embd
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.attn = GPT2Attention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
+        self.mlp = GPT2MLP(inner_dim, config)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        mask: torch.Tensor | None,
+        is_causal: bool,
+        cache: KVCache | None,
+        output_attentions: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attn_out, probs = self.attn(self.ln_1(hidden_states), mask, is_causal, cache, output_attentions)
+        hidden_states = hidden_states + attn_out
+        hidden_states = hidden_states + self.mlp(self.ln_2(hidden_states))
+        return hidden_states, probs
+
+
+class GPT2PreTrainedModel(PreTrainedModel):
+    """Loading rules and weight init shared by the GPT-2 classes."""
+
+    config_class = GPT2Config
+    base_model_prefix = "transformer"
+    # Old checkpoints carry the causal-mask buffers; transformers 4.57 drops them silently too.
+    _keys_to_ignore_on_load_unexpected = [r"\.attn\.bias$", r"\.attn\.masked_bias$"]
+
+    @classmethod
+    def _convert_state_dict(cls, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        return convert.from_pt(arrays)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """transformers' GPT-2 init, including the 1/sqrt(2 * n_layer) scaling of residual projections."""
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, Conv1D)):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(mean=0.0, std=std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.bias.data.zero_()
+            module.weight.data.fill_(1.0)
+        for name, param in module.named_parameters():
+            if name == "c_proj.weight":  # GPT-2 paper: scale residual layers by 1/sqrt(N), 2 per block
+                param.data.normal_(mean=0.0, std=std / math.sqrt(2 * self.config.n_layer))
+
+    # -- engine-facing -----------------------------------------------------------------------------------
+    @property
+    def num_layers(self) -> int:
+        return self.config.n_layer
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.config.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.n_embd // self.config.n_head
+
+    def new_cache(self, batch_size: int, max_length: int) -> KVCache:
+        """An empty KV cache for `batch_size` rows and `max_length` tokens, in this model's dtype and device."""
+        return KVCache(self.num_layers, batch_size, self.num_kv_heads, self.head_dim, max_length,
+                       dtype=self.dtype, device=self.device)  # fmt: skip
+
+
+class GPT2Model(GPT2PreTrainedModel):
+    """Token + learned position embeddings, `n_layer` blocks, final LayerNorm."""
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__(config)
+        if config.add_cross_attention:
+            raise NotImplementedError("GPT-2 cross-attention (add_cross_attention=True) is not supported.")
+        self.embed_dim = config.n_embd
+        self.wte = nn.Embedding(config.vocab_size, self.embed_dim)
+        self.wpe = nn.Embedding(config.n_positions, self.embed_dim)
+        self.drop = nn.Dropout(config.embd_pdrop)
+        self.h = nn.ModuleList([GPT2Block(config, layer_idx=i) for i in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(self.embed_dim, eps=config.layer_norm_epsilon)
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def set_input_embeddings(self, new_embeddings: nn.Embedding) -> None:
+        self.wte = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        past_key_values: KVCache | tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
+        cache_position: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> BaseModelOutputWithPastAndCrossAttentions | tuple[Any, ...]:
+        """Run the stack over `S` new tokens (argument order as transformers' `GPT2Model.forward`).
+
+        Args:
+            input_ids: `[B, S]` token ids (or `inputs_embeds` `[B, S, E]`).
+            past_key_values: None, a `KVCache`, or transformers' legacy tuple of `(k, v)` `[B, H, T, D]`.
+            cache_position: absolute positions of the new tokens `[S]`; default `past .. past + S - 1`.
+            attention_mask: `[B, T]` with 1 for real tokens, 0 for padding (past + new positions).
+            token_type_ids: `[B, S]`, embedded with `wte` and added (GPT-2's convention).
+            position_ids: `[B, S]`; default `cache_position` (generate passes positions from the mask).
+            use_cache: return the cache (created, growing, when none is given); default `config.use_cache`.
+            output_attentions, output_hidden_states, return_dict: as in transformers.
+        """
+        if head_mask is not None or encoder_hidden_states is not None:
+            raise NotImplementedError("head_mask and encoder_hidden_states are not supported by pyengine's GPT-2.")
+        cfg = self.config
+        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
+        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
+        use_cache = cfg.use_cache if use_cache is None else use_cache
+        return_dict = cfg.use_return_dict if return_dict is None else return_dict
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.wte(input_ids.view(-1, input_ids.shape[-1]))  # [B, S, E]
+        batch, seq = inputs_embeds.shape[:2]
+        device = inputs_embeds.device
+
+        cache = as_kv_cache(past_key_values)
+        if cache is None and use_cache:
+            cache = self.new_cache(batch, seq)
+        past = cache.get_seq_length() if cache is not None else 0
+        if position_ids is None:
+            if cache_position is None:
+                cache_position = torch.arange(past, past + seq, device=device)
+            position_ids = cache_position.unsqueeze(0)  # [1, S]
+        hidden_states = inputs_embeds + self.wpe(position_ids).to(device)
+        if token_type_ids is not None:
+            hidden_states = hidden_states + self.wte(token_type_ids.view(-1, seq))
+        hidden_states = self.drop(hidden_states)
+        mask, is_causal = build_attention_mask(attention_mask, past, seq, device)
+
+        all_hidden: tuple[torch.Tensor, ...] | None = () if output_hidden_states else None
+        all_attn: tuple[torch.Tensor, ...] | None = () if output_attentions else None
+        for block in self.h:
+            if all_hidden is not None:
+                all_hidden += (hidden_states,)
+            hidden_states, probs = block(hidden_states, mask, is_causal, cache, output_attentions)
+            if all_attn is not None:
+                all_attn += (probs,)
+        hidden_states = self.ln_f(hidden_states)
+        if all_hidden is not None:
+            all_hidden += (hidden_states,)
+        if cache is not None:
+            cache.advance(seq)
+
+        out = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden_states,
+            past_key_values=cache if use_cache else None,
+            hidden_states=all_hidden,
+            attentions=all_attn,
+        )
+        return out if return_dict else out.to_tuple()
+
+
+class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
+    """GPT-2 with a language-modeling head whose weight is tied to `transformer.wte`."""
+
+    _tied_weights_keys = ["lm_head.weight"]
+
+    def __init__(self, config: GPT2Config) -> None:
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings: nn.Linear) -> None:
+        self.lm_head = new_embeddings
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        past_key_values: KVCache | tuple[tuple[torch.Tensor, torch.Tensor], ...] | None = None,
+        cache_position: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        head_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        encoder_hidden_states: torch.Tensor | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithCrossAttentions | tuple[Any, ...]:
+        """`GPT2Model.forward` plus the head: logits `[B, S_kept, V]` in the model dtype.
+
+        Args:
+            labels: `[B, S]` next-token targets (shifted inside; -100 ignored) → `loss`.
+            logits_to_keep: 0 keeps all positions; N keeps the last N; a tensor selects positions.
+            (others): see `GPT2Model.forward`.
+        """
+        return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        outputs = self.transformer(
+            input_ids, past_key_values=past_key_values, cache_position=cache_position, attention_mask=attention_mask,
+            token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,
+            encoder_hidden_states=encoder_hidden_states, use_cache=use_cache, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states, return_dict=True,
+        )  # fmt: skip
+        hidden_states = outputs.last_hidden_state  # [B, S, E]
+        kept = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, kept, :])  # [B, S_kept, V]
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        out = CausalLMOutputWithCrossAttentions(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+        return out if return_dict else out.to_tuple()
