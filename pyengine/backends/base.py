@@ -39,3 +39,42 @@ class Backend(Protocol):
 
     def sample(self, scores: Array, rng: Any) -> Array:
         """Draw one token per row from softmax(scores) with the backend's random source."""
+
+    # -- array primitives used by beam search (torch semantics; numpy mirrors them) --------------------
+    def arange(self, n: int) -> Array: ...
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> Array:
+        """dtype is one of "int64", "float32", "bool"."""
+
+    def copy(self, x: Array) -> Array: ...
+
+    def reshape(self, x: Array, shape: tuple[int, ...]) -> Array: ...
+
+    def cast(self, x: Array, dtype: str) -> Array: ...
+
+    def cat(self, xs: list[Array], axis: int) -> Array: ...
+
+    def log_softmax(self, x: Array) -> Array:
+        """Over the last axis."""
+
+    def topk(self, x: Array, k: int) -> tuple[Array, Array]:
+        """Largest k along the last axis, sorted descending: (values, indices)."""
+
+    def take_along(self, x: Array, index: Array, axis: int) -> Array:
+        """Gather along `axis`; `index` gets trailing unit axes until it has `x`'s rank, then broadcasts."""
+
+    def sample_without_replacement(self, scores: Array, k: int, rng: Any) -> Array:
+        """k distinct indices per row drawn from softmax(scores) `[B, k]`."""
+
+    def any(self, x: Array) -> bool: ...
+
+    def any_axis(self, x: Array, axis: int, keepdims: bool = False) -> Array: ...
+
+    def all_axis(self, x: Array, axis: int, keepdims: bool = False) -> Array: ...
+
+    def min_axis(self, x: Array, axis: int, keepdims: bool = False) -> Array: ...
+
+    def sum_axis(self, x: Array, axis: int) -> Array: ...
+
+    def max_int(self, x: Array) -> int: ...
+

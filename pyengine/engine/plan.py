@@ -55,6 +55,7 @@ def build_plan(
     prompt_length: int,
     eos_token_ids: Sequence[int],
     pad_token_id: int | None,
+    num_beams: int = 1,
     custom_processors: Sequence[Callable[..., Any]] = (),
     custom_criteria: Sequence[Callable[..., Any]] = (),
 ) -> DecodePlan:
@@ -84,7 +85,9 @@ def build_plan(
         specs.append(P.InfNanRemove())
     specs.extend(P.Custom(fn) for fn in custom_processors)
     if config.do_sample:
-        specs.extend(_warpers(config, min_keep=1))
+        # Beam sampling keeps at least one non-EOS continuation per beam (transformers' rule).
+        min_keep = (len(eos) + 1 if eos else 2) if num_beams > 1 else 1
+        specs.extend(_warpers(config, min_keep=min_keep))
     return DecodePlan(
         strategy="sample" if config.do_sample else "greedy",
         processors=specs,

@@ -18,8 +18,9 @@ import torch
 
 from pyengine.backends.torch.backend import TorchBackend
 from pyengine.engine import loop
+from pyengine.engine.beam_search import run_beam
 from pyengine.engine import processors as P
-from pyengine.engine.outputs import GenerateDecoderOnlyOutput
+from pyengine.engine.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from pyengine.engine.plan import build_plan
 from pyengine.generation.logits_process import LogitsProcessor, LogitsProcessorList
 from pyengine.generation.stopping_criteria import StoppingCriteriaList
@@ -29,7 +30,7 @@ logger = logging.getLogger("pyengine")
 
 # Model kwargs generate() understands for decoder-only models; anything else is a typo or unsupported.
 _MODEL_KWARGS = {"attention_mask", "output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"}
-_UNSUPPORTED_MODES = {"beam_search", "beam_sample", "group_beam_search"}
+_UNSUPPORTED_MODES = {"group_beam_search"}
 
 
 class GenerationMixin:
@@ -136,14 +137,18 @@ class GenerationMixin:
             prompt_length=input_ids.shape[1],
             eos_token_ids=eos_ids,
             pad_token_id=pad_id,
+            num_beams=config.num_beams,
             custom_processors=_custom_processors(logits_processor),
             custom_criteria=_custom_criteria(stopping_criteria),
         )
         step = _CausalLMStep(self, attention_mask, config, model_kwargs)
+        backend = TorchBackend(input_ids.device)
+        if config.num_beams > 1:
+            return self._run_beam(config, plan, step, backend, input_ids)
         result = loop.run(
             plan,
             step,
-            TorchBackend(input_ids.device),
+            backend,
             input_ids,
             rng=None,
             on_step=(lambda t: streamer.put(t.cpu())) if streamer is not None else None,
@@ -161,11 +166,43 @@ class GenerationMixin:
             past_key_values=step.cache,
         )
 
+    def _run_beam(
+        self, config: GenerationConfig, plan: Any, step: _CausalLMStep, backend: TorchBackend, input_ids: torch.Tensor
+    ) -> GenerateBeamDecoderOnlyOutput | torch.LongTensor:
+        result = run_beam(
+            plan,
+            step,
+            backend,
+            input_ids,
+            num_beams=config.num_beams,
+            num_return_sequences=config.num_return_sequences,
+            length_penalty=config.length_penalty,
+            early_stopping=config.early_stopping,
+            reorder=step.reorder,
+        )
+        if not config.return_dict_in_generate:
+            return result.sequences
+        return GenerateBeamDecoderOnlyOutput(
+            sequences=result.sequences,
+            sequences_scores=result.sequences_scores if config.output_scores else None,
+            scores=result.scores,
+            logits=result.logits,
+            beam_indices=result.beam_indices,
+            attentions=tuple(step.attentions) if config.output_attentions else None,
+            hidden_states=tuple(step.hidden_states) if config.output_hidden_states else None,
+            past_key_values=step.cache,
+        )
+
     # -- argument preparation (transformers 4.57 order) ---------------------------------------------------
     def _check_supported(self, config: GenerationConfig, model_kwargs: dict, prefix_fn: Any, assistant: Any) -> None:
         mode = config.get_generation_mode()
         if mode in _UNSUPPORTED_MODES:
             raise NotImplementedError(f"{mode} is not implemented yet in pyengine; use greedy or sampling.")
+        if config.num_beams > 1 and config.num_return_sequences > config.num_beams:
+            raise ValueError(
+                f"`num_return_sequences` ({config.num_return_sequences}) has to be smaller or equal to `num_beams` "
+                f"({config.num_beams})."
+            )
         if mode == "greedy_search" and config.num_return_sequences > 1:
             raise ValueError(
                 "Greedy methods without beam search do not support `num_return_sequences` different than 1 "
@@ -291,6 +328,11 @@ class _CausalLMStep:
         if self.output_hidden_states:
             self.hidden_states.append(out.hidden_states)
         return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i continues old row index[i]."""
+        if self.cache is not None:
+            self.cache.reorder(index)
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, pad_id: int | None, eos_ids: list[int]) -> torch.Tensor:

@@ -162,3 +162,42 @@ def test_bad_input_is_rejected_clearly(pair, kwargs, err, match):
     kwargs = {"input_ids": torch.tensor([[5, 6]]), **kwargs}
     with pytest.raises(err, match=match):
         ours.generate(**kwargs)
+
+
+BEAM_CASES = [
+    {"num_beams": 2},
+    {"num_beams": 3, "num_return_sequences": 3},
+    {"num_beams": 4, "num_return_sequences": 2, "length_penalty": 0.5, "repetition_penalty": 1.3},
+    {"num_beams": 3, "early_stopping": True, "no_repeat_ngram_size": 2},
+    {"num_beams": 3, "early_stopping": "never", "length_penalty": 2.0},
+    {"num_beams": 2, "bad_words_ids": [[5], [7, 8]], "min_new_tokens": 5},
+]
+
+
+@pytest.mark.parametrize("case", BEAM_CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items())[:60])
+def test_beam_search(pair, case):
+    ids, mask = _batch()
+    hf, _ = pair
+    probe = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0, eos_token_id=None)
+    eos = int(probe[1, ids.shape[1] + 2])  # an EOS the beams actually meet
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0, eos_token_id=eos,
+                 return_dict_in_generate=True, output_scores=True, **case)
+    assert torch.equal(a.sequences, b.sequences), f"\nhf:   {a.sequences.tolist()}\nours: {b.sequences.tolist()}"
+    torch.testing.assert_close(b.sequences_scores, a.sequences_scores, atol=1e-5, rtol=1e-5)
+    assert torch.equal(a.beam_indices.long(), b.beam_indices.long())
+    for sa, sb in zip(a.scores, b.scores):
+        torch.testing.assert_close(sb, sa, atol=1e-5, rtol=1.3e-6)
+
+
+@pytest.mark.parametrize("case", [{"num_beams": 2}, {"num_beams": 3, "num_return_sequences": 2, "top_k": 10, "temperature": 0.8}])
+def test_beam_sample_same_torch_seed(pair, case):
+    ids, mask = _batch()
+    a, b = _both(pair, seed=7, input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=8, pad_token_id=0,
+                 **case)
+    assert torch.equal(a, b), f"\nhf:   {a.tolist()}\nours: {b.tolist()}"
+
+
+def test_beam_num_return_sequences_above_num_beams_fails(pair):
+    _, ours = pair
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        ours.generate(torch.tensor([[5, 6]]), num_beams=2, num_return_sequences=3, max_new_tokens=3)

@@ -55,3 +55,62 @@ class NumpyBackend:
 
     def sample(self, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.ops.sample_from_scores(scores, rng.random(scores.shape[0]))
+
+    # -- beam search primitives -----------------------------------------------------------------------
+    def arange(self, n: int) -> np.ndarray:
+        return np.arange(n)
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> np.ndarray:
+        return np.full(shape, value, dtype=dtype)
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        return x.copy()
+
+    def reshape(self, x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return np.reshape(x, shape)
+
+    def cast(self, x: np.ndarray, dtype: str) -> np.ndarray:
+        return np.asarray(x).astype(dtype)
+
+    def cat(self, xs: list[np.ndarray], axis: int) -> np.ndarray:
+        return np.concatenate(xs, axis=axis)
+
+    def log_softmax(self, x: np.ndarray) -> np.ndarray:
+        m = np.max(x, axis=-1, keepdims=True)
+        shifted = x - m
+        return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(x.dtype)
+
+    def topk(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # Ties: lower index first (the reference's tie-breaking rule).
+        idx = np.argsort(-x, axis=-1, kind="stable")[..., :k]
+        return np.take_along_axis(x, idx, axis=-1), idx
+
+    def take_along(self, x: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+        while index.ndim < x.ndim:
+            index = index[..., None]
+        shape = list(x.shape)
+        shape[axis] = index.shape[axis]
+        return np.take_along_axis(x, np.broadcast_to(index, shape), axis=axis)
+
+    def sample_without_replacement(self, scores: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+        probs = np.exp(self.log_softmax(scores.astype(np.float64)))
+        return np.stack([rng.choice(probs.shape[-1], size=k, replace=False, p=row) for row in probs])
+
+    def any(self, x: np.ndarray) -> bool:
+        return bool(np.any(x))
+
+    def any_axis(self, x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+        return np.any(x, axis=axis, keepdims=keepdims)
+
+    def all_axis(self, x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+        return np.all(x, axis=axis, keepdims=keepdims)
+
+    def min_axis(self, x: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+        return np.min(x, axis=axis, keepdims=keepdims)
+
+    def sum_axis(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return x.sum(axis=axis)
+
+    def max_int(self, x: np.ndarray) -> int:
+        return int(np.max(x))
+
