@@ -18,8 +18,8 @@ import torch
 
 from pyengine.backends.torch.backend import TorchBackend
 from pyengine.engine import loop
-from pyengine.engine.beam_search import run_beam
 from pyengine.engine import processors as P
+from pyengine.engine.beam_search import run_beam
 from pyengine.engine.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from pyengine.engine.plan import build_plan
 from pyengine.generation.logits_process import LogitsProcessor, LogitsProcessorList
