@@ -55,3 +55,58 @@ class TorchBackend:
 
     def sample(self, scores: torch.Tensor, rng: torch.Generator | None) -> torch.Tensor:
         return self.ops.sample_from_scores(scores, rng)
+
+    # -- beam search primitives -----------------------------------------------------------------------
+    def arange(self, n: int) -> torch.Tensor:
+        return torch.arange(n, device=self.device)
+
+    def full(self, shape: tuple[int, ...], value: Any, dtype: str) -> torch.Tensor:
+        return torch.full(shape, value, dtype=_DTYPES[dtype], device=self.device)
+
+    def copy(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    def reshape(self, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.reshape(x, shape)
+
+    def cast(self, x: torch.Tensor, dtype: str) -> torch.Tensor:
+        return x.to(_DTYPES[dtype])
+
+    def cat(self, xs: list[torch.Tensor], axis: int) -> torch.Tensor:
+        return torch.cat(xs, dim=axis)
+
+    def log_softmax(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.log_softmax(x, dim=-1)
+
+    def topk(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.topk(x, k=k)
+
+    def take_along(self, x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
+        while index.dim() < x.dim():
+            index = index.unsqueeze(-1)
+        return torch.take_along_dim(x, index, dim=axis)
+
+    def sample_without_replacement(self, scores: torch.Tensor, k: int, rng: torch.Generator | None) -> torch.Tensor:
+        return torch.multinomial(torch.softmax(scores, dim=-1), num_samples=k, generator=rng)
+
+    def any(self, x: torch.Tensor) -> bool:
+        return bool(x.any())
+
+    def any_axis(self, x: torch.Tensor, axis: int, keepdims: bool = False) -> torch.Tensor:
+        return torch.any(x, dim=axis, keepdim=keepdims)
+
+    def all_axis(self, x: torch.Tensor, axis: int, keepdims: bool = False) -> torch.Tensor:
+        return torch.all(x, dim=axis, keepdim=keepdims)
+
+    def min_axis(self, x: torch.Tensor, axis: int, keepdims: bool = False) -> torch.Tensor:
+        return torch.min(x, dim=axis, keepdim=keepdims)[0]
+
+    def sum_axis(self, x: torch.Tensor, axis: int) -> torch.Tensor:
+        return x.sum(dim=axis)
+
+    def max_int(self, x: torch.Tensor) -> int:
+        return int(x.max())
+
+
+_DTYPES = {"int64": torch.int64, "float32": torch.float32, "bool": torch.bool}
+
