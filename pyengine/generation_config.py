@@ -146,6 +146,18 @@ class GenerationConfig:
                 f"`min_length` ({self.min_length}) is larger than `max_length` ({self.max_length}); "
                 "lower `min_length` or raise `max_length`/`max_new_tokens`."
             )
+        if self.num_beam_groups is not None and self.num_beam_groups > 1:
+            if self.do_sample:
+                raise ValueError(
+                    "Diverse beam search cannot be used in sampling mode. Make sure that `do_sample` is set to `False`."
+                )
+            if self.num_beams % self.num_beam_groups != 0:
+                raise ValueError(
+                    f"`num_beams` ({self.num_beams}) should be divisible by `num_beam_groups` ({self.num_beam_groups}) "
+                    "for group beam search."
+                )
+            if not self.diversity_penalty:
+                raise ValueError("`diversity_penalty` should be greater than `0.0`, otherwise your groups will be identical.")
         if self.bad_words_ids is not None:
             ok = isinstance(self.bad_words_ids, list) and len(self.bad_words_ids) > 0
             ok = ok and all(isinstance(w, list) and len(w) > 0 for w in self.bad_words_ids)

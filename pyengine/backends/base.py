@@ -78,3 +78,8 @@ class Backend(Protocol):
 
     def max_int(self, x: Array) -> int: ...
 
+    def to_list(self, x: Array) -> list:
+        """Host copy as nested Python lists (one sync)."""
+
+    def asarray(self, values: list, dtype: str) -> Array: ...
+

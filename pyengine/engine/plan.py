@@ -63,6 +63,8 @@ def build_plan(
     eos = tuple(int(e) for e in eos_token_ids)
     _check_ids("eos_token_id", eos, vocab_size)
     specs: list[Any] = []
+    if config.diversity_penalty and config.num_beam_groups > 1:
+        specs.append(P.HammingDiversity(float(config.diversity_penalty), int(config.num_beams), int(config.num_beam_groups)))
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
         specs.append(P.RepetitionPenalty(float(config.repetition_penalty)))
     if config.no_repeat_ngram_size:

@@ -5,12 +5,16 @@ A spec is a small frozen dataclass; calling it applies its op from the backend's
 is transformers' order. A user object the engine does not recognise is wrapped in `Custom` and called
 as-is (eager only).
 
+Group beam search also hands a per-step context (`current_tokens`, `beam_group_idx`) to the specs whose
+`accepts_context` is set; `apply()` does that routing.
+
 `argmax_invariant` marks the specs that can never change which token is the argmax (temperature and the
 sampling filters), so greedy plans may skip them.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -136,11 +140,49 @@ class MinP:
 
 
 @dataclass(frozen=True)
-class Custom:
-    """A user processor `fn(tokens, scores) -> scores`, called as-is."""
+class HammingDiversity:
+    """Group beam search only: needs the step's `current_tokens` and the group index (see group_beam_search)."""
 
-    fn: Callable[[Array, Array], Array]
+    penalty: float
+    num_beams: int
+    num_beam_groups: int
     argmax_invariant = False
+    accepts_context = True
 
-    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array, current_tokens: Array = None,
+                 beam_group_idx: int = 0) -> Array:
+        if current_tokens is None:
+            raise ValueError("HammingDiversity runs only inside group beam search (it needs current_tokens).")
+        sub = self.num_beams // self.num_beam_groups
+        return ops.hamming_diversity(scores, current_tokens, beam_group_idx, self.num_beams, sub, self.penalty)
+
+
+@dataclass(frozen=True)
+class Custom:
+    """A user processor `fn(tokens, scores, **extra) -> scores`, called as transformers calls it.
+
+    Extra keyword arguments (group beam search passes `current_tokens` and `beam_group_idx`) reach the
+    processor only when its `__call__` takes more than two parameters, as in `LogitsProcessorList`.
+    """
+
+    fn: Callable[..., Array]
+    argmax_invariant = False
+    accepts_context = True
+
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array, **extra: Any) -> Array:
+        if extra and _takes_extra(self.fn):
+            return self.fn(tokens, scores, **extra)
         return self.fn(tokens, scores)
+
+
+def _takes_extra(fn: Callable[..., Any]) -> bool:
+    target = fn if inspect.isfunction(fn) or inspect.ismethod(fn) else fn.__call__  # bound: no self
+    return len(inspect.signature(target).parameters) > 2
+
+
+def apply(spec: Any, ops: OpTable, tokens: Array, scores: Array, **context: Any) -> Array:
+    """Call `spec`, passing `context` only to the specs that take it."""
+    if context and getattr(spec, "accepts_context", False):
+        return spec(ops, tokens, scores, **context)
+    return spec(ops, tokens, scores)
+

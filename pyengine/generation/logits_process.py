@@ -179,6 +179,85 @@ class ForcedEOSTokenLogitsProcessor(LogitsProcessor):
         self.spec = P.ForcedEOS(max_length, tuple(self.eos_token_id))
 
 
+class HammingDiversityLogitsProcessor(LogitsProcessor):
+    """Diverse beam search penalty; called with `current_tokens` and `beam_group_idx` by group beam search."""
+
+    def __init__(self, diversity_penalty: float, num_beams: int, num_beam_groups: int) -> None:
+        if not isinstance(diversity_penalty, float) or (not diversity_penalty > 0.0):
+            raise ValueError("`diversity_penalty` should be a float strictly larger than 0.")
+        if not isinstance(num_beams, int) or num_beams < 2:
+            raise ValueError("`num_beams` should be an integer strictly larger than 1.")
+        if not isinstance(num_beam_groups, int) or num_beam_groups < 2:
+            raise ValueError("`num_beam_groups` should be an integer strictly larger than 1.")
+        if num_beam_groups > num_beams:
+            raise ValueError("`beam_groups` has to be smaller or equal to `num_beams`.")
+        self._diversity_penalty = diversity_penalty
+        self._num_beams = num_beams
+        self._num_sub_beams = num_beams // num_beam_groups
+        self.spec = P.HammingDiversity(diversity_penalty, num_beams, num_beam_groups)
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, current_tokens: torch.LongTensor, beam_group_idx: int
+    ) -> torch.FloatTensor:
+        return self.spec(_ops(), input_ids, scores, current_tokens=current_tokens, beam_group_idx=beam_group_idx)
+
+
+class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
+    """Ban tokens that would repeat an n-gram of the encoder input (encoder-decoder models)."""
+
+    def __init__(self, encoder_ngram_size: int, encoder_input_ids: torch.LongTensor) -> None:
+        if not isinstance(encoder_ngram_size, int) or encoder_ngram_size <= 0:
+            raise ValueError(f"`encoder_ngram_size` has to be a strictly positive integer, but is {encoder_ngram_size}")
+        self.ngram_size = encoder_ngram_size
+        if len(encoder_input_ids.shape) == 1:
+            encoder_input_ids = encoder_input_ids.unsqueeze(0)
+        self.batch_size = encoder_input_ids.shape[0]
+        self.generated_ngrams = [_ngram_table(row, encoder_ngram_size) for row in encoder_input_ids.tolist()]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        num_hypos = scores.shape[0]
+        num_beams = num_hypos // self.batch_size
+        cur_len = input_ids.shape[-1]
+        out = scores.clone()
+        for i, row in enumerate(input_ids.tolist()):
+            key = tuple(row[cur_len + 1 - self.ngram_size : cur_len])
+            banned = self.generated_ngrams[i // num_beams].get(key, [])
+            if banned:
+                out[i, banned] = -float("inf")
+        return out
+
+
+class PrefixConstrainedLogitsProcessor(LogitsProcessor):
+    """Only allow the tokens `prefix_allowed_tokens_fn(batch_id, input_ids_row)` returns."""
+
+    def __init__(self, prefix_allowed_tokens_fn: Any, num_beams: int) -> None:
+        self._prefix_allowed_tokens_fn = prefix_allowed_tokens_fn
+        self._num_beams = num_beams
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        mask = torch.full_like(scores, -float("inf"))
+        rows = input_ids.view(-1, self._num_beams, input_ids.shape[-1])
+        for batch_id, beam_sent in enumerate(rows):
+            for beam_id, sent in enumerate(beam_sent):
+                allowed = self._prefix_allowed_tokens_fn(batch_id, sent)
+                if len(allowed) == 0:
+                    raise ValueError(
+                        f"`prefix_allowed_tokens_fn` returned an empty list for batch ID {batch_id}. This means that "
+                        "the constraint is unsatisfiable. Please check your implementation of "
+                        "`prefix_allowed_tokens_fn` "
+                    )
+                mask[batch_id * self._num_beams + beam_id, allowed] = 0
+        return scores + mask
+
+
+def _ngram_table(tokens: list[int], n: int) -> dict[tuple[int, ...], list[int]]:
+    table: dict[tuple[int, ...], list[int]] = {}
+    for start in range(len(tokens) - n + 1):
+        gram = tokens[start : start + n]
+        table.setdefault(tuple(gram[:-1]), []).append(gram[-1])
+    return table
+
+
 class InfNanRemoveLogitsProcessor(LogitsProcessor):
     spec = P.InfNanRemove()
 

@@ -3,7 +3,7 @@
 This file owns the HF-compatible surface only: argument resolution (transformers 4.57's precedence and
 checks), input preparation (attention mask inference, left padding, `num_return_sequences` expansion)
 and output assembly. The decoding itself is `pyengine.engine.loop.run` with the torch backend; the
-model's part is `_CausalLMStep`, which turns the token history into next-token logits through the
+model's part is `CausalLMStep`, which turns the token history into next-token logits through the
 preallocated KV cache.
 """
 
@@ -19,21 +19,24 @@ import torch
 from pyengine.backends.torch.backend import TorchBackend
 from pyengine.engine import loop
 from pyengine.engine import processors as P
+from pyengine.engine.beam_scorer import BeamSearchScorer
 from pyengine.engine.beam_search import run_beam
+from pyengine.engine.group_beam_search import run_group_beam
 from pyengine.engine.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from pyengine.engine.plan import build_plan
 from pyengine.generation.logits_process import LogitsProcessor, LogitsProcessorList
+from pyengine.generation.step import CausalLMStep
 from pyengine.generation.stopping_criteria import StoppingCriteriaList
+from pyengine.generation.strategies import StrategyMethodsMixin
 from pyengine.generation_config import GenerationConfig
 
 logger = logging.getLogger("pyengine")
 
 # Model kwargs generate() understands for decoder-only models; anything else is a typo or unsupported.
 _MODEL_KWARGS = {"attention_mask", "output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"}
-_UNSUPPORTED_MODES = {"group_beam_search"}
 
 
-class GenerationMixin:
+class GenerationMixin(StrategyMethodsMixin):
     """Adds `generate()` to a PyTorch causal LM (transformers 4.57 semantics).
 
     Supported here: greedy and multinomial sampling with every processor in `pyengine.engine.plan`,
@@ -141,7 +144,7 @@ class GenerationMixin:
             custom_processors=_custom_processors(logits_processor),
             custom_criteria=_custom_criteria(stopping_criteria),
         )
-        step = _CausalLMStep(self, attention_mask, config, model_kwargs)
+        step = CausalLMStep(self, attention_mask, config, model_kwargs)
         backend = TorchBackend(input_ids.device)
         if config.num_beams > 1:
             return self._run_beam(config, plan, step, backend, input_ids)
@@ -167,19 +170,26 @@ class GenerationMixin:
         )
 
     def _run_beam(
-        self, config: GenerationConfig, plan: Any, step: _CausalLMStep, backend: TorchBackend, input_ids: torch.Tensor
+        self, config: GenerationConfig, plan: Any, step: CausalLMStep, backend: TorchBackend, input_ids: torch.Tensor
     ) -> GenerateBeamDecoderOnlyOutput | torch.LongTensor:
-        result = run_beam(
-            plan,
-            step,
-            backend,
-            input_ids,
-            num_beams=config.num_beams,
-            num_return_sequences=config.num_return_sequences,
-            length_penalty=config.length_penalty,
-            early_stopping=config.early_stopping,
-            reorder=step.reorder,
-        )
+        if config.num_beam_groups > 1:
+            scorer = BeamSearchScorer(
+                backend, input_ids.shape[0] // config.num_beams, config.num_beams, config.length_penalty,
+                config.early_stopping, config.num_return_sequences, config.num_beam_groups, config.max_length,
+            )
+            result = run_group_beam(plan, step, backend, input_ids.clone(), scorer, reorder=step.reorder)
+        else:
+            result = run_beam(
+                plan,
+                step,
+                backend,
+                input_ids,
+                num_beams=config.num_beams,
+                num_return_sequences=config.num_return_sequences,
+                length_penalty=config.length_penalty,
+                early_stopping=config.early_stopping,
+                reorder=step.reorder,
+            )
         if not config.return_dict_in_generate:
             return result.sequences
         return GenerateBeamDecoderOnlyOutput(
@@ -196,8 +206,6 @@ class GenerationMixin:
     # -- argument preparation (transformers 4.57 order) ---------------------------------------------------
     def _check_supported(self, config: GenerationConfig, model_kwargs: dict, prefix_fn: Any, assistant: Any) -> None:
         mode = config.get_generation_mode()
-        if mode in _UNSUPPORTED_MODES:
-            raise NotImplementedError(f"{mode} is not implemented yet in pyengine; use greedy or sampling.")
         if config.num_beams > 1 and config.num_return_sequences > config.num_beams:
             raise ValueError(
                 f"`num_return_sequences` ({config.num_return_sequences}) has to be smaller or equal to `num_beams` "
@@ -282,57 +290,6 @@ class GenerationMixin:
                 "lead to unexpected behavior. You should consider increasing `max_length` or, better yet, setting "
                 "`max_new_tokens`."
             )
-
-
-class _CausalLMStep:
-    """The model's part of the loop: token history `[B, cur]` -> next-token logits `[B, V]` (float32).
-
-    With `use_cache` the first call runs the prompt, later calls only the newest token, reading and
-    writing a KV cache preallocated for `max_length`. The attention mask lives in a preallocated
-    `[B, max_length]` buffer; position ids follow transformers: `cumsum(mask) - 1`, pads at 1.
-    """
-
-    def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict) -> None:
-        self.model = model
-        batch, prompt_len = attention_mask.shape
-        self.mask = attention_mask.new_ones((batch, config.max_length))  # [B, T]
-        self.mask[:, :prompt_len] = attention_mask
-        self.use_cache = bool(config.use_cache if model_kwargs.get("use_cache") is None else model_kwargs["use_cache"])
-        self.cache = model.new_cache(batch, config.max_length) if self.use_cache else None
-        self.output_attentions = bool(config.output_attentions and config.return_dict_in_generate)
-        self.output_hidden_states = bool(config.output_hidden_states and config.return_dict_in_generate)
-        self.attentions: list[Any] = []
-        self.hidden_states: list[Any] = []
-        self.done = 0  # positions already in the cache
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        cur = tokens.shape[1]
-        mask = self.mask[:, :cur]  # [B, cur]
-        positions = mask.long().cumsum(-1) - 1
-        positions.masked_fill_(mask == 0, 1)
-        start = self.done if self.use_cache else 0
-        out = self.model(
-            input_ids=tokens[:, start:],
-            attention_mask=mask,
-            position_ids=positions[:, start:],
-            past_key_values=self.cache,
-            use_cache=self.use_cache,
-            output_attentions=self.output_attentions,
-            output_hidden_states=self.output_hidden_states,
-            return_dict=True,
-            logits_to_keep=1,
-        )
-        self.done = cur
-        if self.output_attentions:
-            self.attentions.append(out.attentions)
-        if self.output_hidden_states:
-            self.hidden_states.append(out.hidden_states)
-        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
-
-    def reorder(self, index: torch.Tensor) -> None:
-        """Beam search: row i continues old row index[i]."""
-        if self.cache is not None:
-            self.cache.reorder(index)
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, pad_id: int | None, eos_ids: list[int]) -> torch.Tensor:

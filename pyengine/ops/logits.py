@@ -91,3 +91,24 @@ def inf_nan_remove(scores: np.ndarray) -> np.ndarray:
     """NaN becomes 0, +inf the dtype's max; -inf is kept (InfNanRemoveLogitsProcessor)."""
     out = np.where(np.isnan(scores), 0.0, scores).astype(scores.dtype)
     return np.where(out == np.inf, np.finfo(scores.dtype).max, out).astype(scores.dtype)
+
+
+def hamming_diversity(
+    scores: np.ndarray, current_tokens: np.ndarray, group_idx: int, num_beams: int, num_sub_beams: int, penalty: float
+) -> np.ndarray:
+    """Group beam search: penalise tokens chosen by earlier groups at this step (HammingDiversityLogitsProcessor).
+
+    `scores` holds one group's rows `[B * group_size, V]`; `current_tokens` `[B * num_beams]` the tokens
+    the earlier groups picked this step. Each token's score drops by `penalty` times its frequency among
+    the earlier groups of the same batch item. Group 0 is unchanged.
+    """
+    start = group_idx * num_sub_beams
+    if start == 0:
+        return scores
+    group_size = min(start + num_sub_beams, num_beams) - start
+    out = scores.copy()
+    for b in range(current_tokens.shape[0] // num_beams):
+        previous = current_tokens[b * num_beams : b * num_beams + start]
+        freq = np.bincount(previous, minlength=scores.shape[-1])[: scores.shape[-1]]
+        out[b * group_size : (b + 1) * group_size] -= penalty * freq.astype(scores.dtype)
+    return out

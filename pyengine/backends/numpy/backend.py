@@ -14,7 +14,7 @@ OPS = {
     name: [Impl("reference", getattr(module, name))]
     for module, names in (
         (logits, ("temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "forced_token",
-                  "inf_nan_remove")),
+                  "inf_nan_remove", "hamming_diversity")),
         (sampling, ("top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores")),
     )
     for name in names
@@ -113,4 +113,10 @@ class NumpyBackend:
 
     def max_int(self, x: np.ndarray) -> int:
         return int(np.max(x))
+
+    def to_list(self, x: np.ndarray) -> list:
+        return x.tolist()
+
+    def asarray(self, values: list, dtype: str) -> np.ndarray:
+        return np.asarray(values, dtype=dtype)
 

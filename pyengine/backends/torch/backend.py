@@ -15,7 +15,7 @@ from pyengine.ops.registry import Impl, OpTable
 
 OP_NAMES = (
     "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "forced_token",
-    "inf_nan_remove", "top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores",
+    "inf_nan_remove", "hamming_diversity", "top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores",
 )
 OPS = {name: [Impl("native", getattr(native, name))] for name in OP_NAMES}
 
@@ -106,6 +106,12 @@ class TorchBackend:
 
     def max_int(self, x: torch.Tensor) -> int:
         return int(x.max())
+
+    def to_list(self, x: torch.Tensor) -> list:
+        return x.tolist()
+
+    def asarray(self, values: list, dtype: str) -> torch.Tensor:
+        return torch.tensor(values, dtype=_DTYPES[dtype], device=self.device)
 
 
 _DTYPES = {"int64": torch.int64, "float32": torch.float32, "bool": torch.bool}

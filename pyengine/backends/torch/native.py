@@ -108,3 +108,19 @@ def sample_from_scores(scores: torch.Tensor, generator: torch.Generator | None =
     """`multinomial(softmax(scores))`: the same draw as transformers under the same torch seed."""
     probs = torch.softmax(scores, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+
+
+def hamming_diversity(
+    scores: torch.Tensor, current_tokens: torch.Tensor, group_idx: int, num_beams: int, num_sub_beams: int,
+    penalty: float,
+) -> torch.Tensor:
+    start = group_idx * num_sub_beams
+    if start == 0:
+        return scores
+    group_size = min(start + num_sub_beams, num_beams) - start
+    out = scores.clone()
+    for b in range(current_tokens.shape[0] // num_beams):
+        previous = current_tokens[b * num_beams : b * num_beams + start]
+        freq = torch.bincount(previous, minlength=scores.shape[-1]).to(scores.device)
+        out[b * group_size : (b + 1) * group_size] -= penalty * freq
+    return out

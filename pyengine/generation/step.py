@@ -1,0 +1,65 @@
+"""CausalLMStep: the model's part of the decoding loop for PyTorch causal LMs.
+
+It turns the token history into next-token logits through a KV cache preallocated for `max_length`,
+and keeps what `return_dict_in_generate` asks for (attentions, hidden states). Beam strategies call
+`reorder` after each step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pyengine.generation_config import GenerationConfig
+
+
+class CausalLMStep:
+    """The model's part of the loop: token history `[B, cur]` -> next-token logits `[B, V]` (float32).
+
+    With `use_cache` the first call runs the prompt, later calls only the newest token, reading and
+    writing a KV cache preallocated for `max_length`. The attention mask lives in a preallocated
+    `[B, max_length]` buffer; position ids follow transformers: `cumsum(mask) - 1`, pads at 1.
+    """
+
+    def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict) -> None:
+        self.model = model
+        batch, prompt_len = attention_mask.shape
+        self.mask = attention_mask.new_ones((batch, config.max_length))  # [B, T]
+        self.mask[:, :prompt_len] = attention_mask
+        self.use_cache = bool(config.use_cache if model_kwargs.get("use_cache") is None else model_kwargs["use_cache"])
+        self.cache = model.new_cache(batch, config.max_length) if self.use_cache else None
+        self.output_attentions = bool(config.output_attentions and config.return_dict_in_generate)
+        self.output_hidden_states = bool(config.output_hidden_states and config.return_dict_in_generate)
+        self.attentions: list[Any] = []
+        self.hidden_states: list[Any] = []
+        self.done = 0  # positions already in the cache
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        cur = tokens.shape[1]
+        mask = self.mask[:, :cur]  # [B, cur]
+        positions = mask.long().cumsum(-1) - 1
+        positions.masked_fill_(mask == 0, 1)
+        start = self.done if self.use_cache else 0
+        out = self.model(
+            input_ids=tokens[:, start:],
+            attention_mask=mask,
+            position_ids=positions[:, start:],
+            past_key_values=self.cache,
+            use_cache=self.use_cache,
+            output_attentions=self.output_attentions,
+            output_hidden_states=self.output_hidden_states,
+            return_dict=True,
+            logits_to_keep=1,
+        )
+        self.done = cur
+        if self.output_attentions:
+            self.attentions.append(out.attentions)
+        if self.output_hidden_states:
+            self.hidden_states.append(out.hidden_states)
+        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i continues old row index[i]."""
+        if self.cache is not None:
+            self.cache.reorder(index)
