@@ -53,6 +53,7 @@ _LAZY = {
     "InfNanRemoveLogitsProcessor": "pyengine.generation.logits_process",
     "HammingDiversityLogitsProcessor": "pyengine.generation.logits_process",
     "EncoderNoRepeatNGramLogitsProcessor": "pyengine.generation.logits_process",
+    "EncoderRepetitionPenaltyLogitsProcessor": "pyengine.generation.logits_process",
     "PrefixConstrainedLogitsProcessor": "pyengine.generation.logits_process",
     "BeamScorer": "pyengine.generation.beam_search",
     "BeamSearchScorer": "pyengine.generation.beam_search",

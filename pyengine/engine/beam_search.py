@@ -19,6 +19,7 @@ Each step, in order:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,7 @@ def run_beam(
     scores_out: list[Array] = []
     logits_out: list[Array] = []
 
+    deadline = None if plan.max_time is None else time.monotonic() + plan.max_time
     cur = S
     while True:
         history = be.reshape(running[:, :, :cur], (B * K, cur))
@@ -101,7 +103,7 @@ def run_beam(
         cand_idx[:, :, cur - S] = src_beam + be.arange(B)[:, None] * K
 
         # 3. which candidates finish here
-        hits = _hits_stopping(plan, be, be.reshape(cand_seq[:, :, : cur + 1], (B * K2, cur + 1)), scores_out, T)
+        hits = _hits_stopping(plan, be, be.reshape(cand_seq[:, :, : cur + 1], (B * K2, cur + 1)), scores_out, T, deadline)
         hits = be.reshape(hits, (B, K2))
 
         # 4. next live beams: the best K candidates that did not finish
@@ -153,10 +155,13 @@ def run_beam(
     )
 
 
-def _hits_stopping(plan: DecodePlan, be: Backend, seqs: Array, scores: list[Array], max_length: int) -> Array:
-    """Per candidate `[N]`: max length reached, last token is EOS, or a user criterion fired."""
+def _hits_stopping(
+    plan: DecodePlan, be: Backend, seqs: Array, scores: list[Array], max_length: int, deadline: float | None
+) -> Array:
+    """Per candidate `[N]`: max length or max_time reached, last token is EOS, or a user criterion fired."""
     n, length = seqs.shape
-    hits = be.full((n,), length >= max_length, "bool")
+    timed_out = deadline is not None and time.monotonic() > deadline
+    hits = be.full((n,), length >= max_length or timed_out, "bool")
     if plan.eos_token_ids:
         hits = hits | be.isin(seqs[:, -1], list(plan.eos_token_ids))
     for criterion in plan.stopping:

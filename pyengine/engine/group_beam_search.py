@@ -9,6 +9,7 @@ across groups.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,7 @@ def run_group_beam(
     scores_out: list[Array] = []
     logits_out: list[Array] = []
     eos = list(plan.eos_token_ids) or None
+    deadline = None if plan.max_time is None else time.monotonic() + plan.max_time
     while True:
         current = be.full((B * K,), 0, "int64")
         reordering = be.full((B * K,), 0, "int64")
@@ -102,7 +104,8 @@ def run_group_beam(
         input_ids = be.cat([input_ids, be.reshape(current, (B * K, 1))], axis=1)
         if reorder is not None:
             reorder(reordering)
-        if scorer.is_done or _all_stop(plan, be, input_ids, scores_out):
+        timed_out = deadline is not None and time.monotonic() > deadline
+        if scorer.is_done or timed_out or _all_stop(plan, be, input_ids, scores_out):
             break
     result = scorer.finalize(
         input_ids, beam_scores, None, None, max_length=plan.max_length, pad_token_id=plan.pad_token_id,

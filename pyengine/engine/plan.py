@@ -58,17 +58,28 @@ def build_plan(
     num_beams: int = 1,
     custom_processors: Sequence[Callable[..., Any]] = (),
     custom_criteria: Sequence[Callable[..., Any]] = (),
+    framework_processors: dict[str, Callable[..., Any]] | None = None,
 ) -> DecodePlan:
-    """Translate a validated GenerationConfig (already length-resolved) into a DecodePlan."""
+    """Translate a validated GenerationConfig (already length-resolved) into a DecodePlan.
+
+    `framework_processors` holds processors that need framework data the plan cannot build (keys:
+    "encoder_repetition_penalty", "encoder_no_repeat_ngram", "prefix_constrained"); they are called as-is
+    at their place in transformers' order.
+    """
+    extra = framework_processors or {}
     eos = tuple(int(e) for e in eos_token_ids)
     _check_ids("eos_token_id", eos, vocab_size)
     specs: list[Any] = []
     if config.diversity_penalty and config.num_beam_groups > 1:
         specs.append(P.HammingDiversity(float(config.diversity_penalty), int(config.num_beams), int(config.num_beam_groups)))
+    if "encoder_repetition_penalty" in extra:
+        specs.append(P.Custom(extra["encoder_repetition_penalty"]))
     if config.repetition_penalty is not None and config.repetition_penalty != 1.0:
         specs.append(P.RepetitionPenalty(float(config.repetition_penalty)))
     if config.no_repeat_ngram_size:
         specs.append(P.NoRepeatNGram(int(config.no_repeat_ngram_size)))
+    if "encoder_no_repeat_ngram" in extra:
+        specs.append(P.Custom(extra["encoder_no_repeat_ngram"]))
     if config.bad_words_ids is not None:
         words = tuple(tuple(int(t) for t in w) for w in config.bad_words_ids if not (len(w) == 1 and w[0] in eos))
         _check_ids("bad_words_ids", [t for w in words for t in w], vocab_size)
@@ -78,6 +89,8 @@ def build_plan(
         specs.append(P.MinLength(int(config.min_length), eos))
     if config.min_new_tokens and eos:
         specs.append(P.MinNewTokens(prompt_length, int(config.min_new_tokens), eos))
+    if "prefix_constrained" in extra:
+        specs.append(P.Custom(extra["prefix_constrained"]))
     if config.forced_bos_token_id is not None:
         specs.append(P.ForcedBOS(int(config.forced_bos_token_id)))
     if config.forced_eos_token_id is not None:
@@ -85,7 +98,7 @@ def build_plan(
         specs.append(P.ForcedEOS(config.max_length, tuple(forced) if isinstance(forced, list) else (int(forced),)))
     if config.remove_invalid_values:
         specs.append(P.InfNanRemove())
-    specs.extend(P.Custom(fn) for fn in custom_processors)
+    specs.extend(custom_processors)  # already specs: recognised ones as ops, the rest wrapped in Custom
     if config.do_sample:
         # Beam sampling keeps at least one non-EOS continuation per beam (transformers' rule).
         min_keep = (len(eos) + 1 if eos else 2) if num_beams > 1 else 1

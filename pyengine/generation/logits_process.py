@@ -202,6 +202,19 @@ class HammingDiversityLogitsProcessor(LogitsProcessor):
         return self.spec(_ops(), input_ids, scores, current_tokens=current_tokens, beam_group_idx=beam_group_idx)
 
 
+class EncoderRepetitionPenaltyLogitsProcessor(LogitsProcessor):
+    """Inverse repetition penalty on the prompt/encoder tokens (`penalty > 1` favours them)."""
+
+    def __init__(self, penalty: float, encoder_input_ids: torch.LongTensor) -> None:
+        if not isinstance(penalty, float) or not (penalty > 0):
+            raise ValueError(f"`penalty` has to be a strictly positive float, but is {penalty}")
+        self.penalty = 1 / penalty
+        self.encoder_input_ids = encoder_input_ids
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        return _ops().repetition_penalty(scores, self.encoder_input_ids, self.penalty)
+
+
 class EncoderNoRepeatNGramLogitsProcessor(LogitsProcessor):
     """Ban tokens that would repeat an n-gram of the encoder input (encoder-decoder models)."""
 

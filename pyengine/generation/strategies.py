@@ -105,7 +105,7 @@ class StrategyMethodsMixin:
         eos = _pick(eos, gen.eos_token_id)
         eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         pad = _pick(pad, gen.pad_token_id)
-        config.max_length, user_criteria = _split_criteria(criteria, max_length, mode)
+        config.max_length, user_criteria = _split_criteria(criteria, _pick(max_length, gen.max_length), mode)
         specs = _specs(processors) + _specs(warpers)
         plan = DecodePlan(
             strategy="sample" if mode in ("sample", "beam_sample") else "greedy",
@@ -161,14 +161,15 @@ def _specs(processors: Any) -> list[Any]:
 
 
 def _split_criteria(criteria: Any, max_length: int | None, mode: str) -> tuple[int, list[Any]]:
-    """The max length (from a MaxLengthCriteria or the deprecated `max_length`) and the other criteria."""
+    """The max length (a MaxLengthCriteria, else `max_length`, which defaults to the generation config's, as the
+    reference documents) and the other criteria."""
     lengths = [c.max_length for c in criteria or [] if isinstance(c, MaxLengthCriteria)]
     others = [c for c in criteria or [] if not isinstance(c, MaxLengthCriteria)]
-    if max_length is not None:
+    if max_length is not None and not lengths:
         lengths.append(max_length)
     if not lengths:
         raise ValueError(
-            f"{mode} search needs a maximum length: add `MaxLengthCriteria(max_length=...)` to `stopping_criteria` "
-            "or pass `max_length`."
+            f"{mode} search needs a maximum length: add `MaxLengthCriteria(max_length=...)` to `stopping_criteria`, "
+            "pass `max_length`, or set `model.generation_config.max_length`."
         )
     return min(lengths), others

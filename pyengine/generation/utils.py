@@ -24,7 +24,13 @@ from pyengine.engine.beam_search import run_beam
 from pyengine.engine.group_beam_search import run_group_beam
 from pyengine.engine.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from pyengine.engine.plan import build_plan
-from pyengine.generation.logits_process import LogitsProcessor, LogitsProcessorList
+from pyengine.generation.logits_process import (
+    EncoderNoRepeatNGramLogitsProcessor,
+    EncoderRepetitionPenaltyLogitsProcessor,
+    LogitsProcessor,
+    LogitsProcessorList,
+    PrefixConstrainedLogitsProcessor,
+)
 from pyengine.generation.step import CausalLMStep
 from pyengine.generation.stopping_criteria import StoppingCriteriaList
 from pyengine.generation.strategies import StrategyMethodsMixin
@@ -113,6 +119,7 @@ class GenerationMixin(StrategyMethodsMixin):
         self._check_supported(config, model_kwargs, prefix_allowed_tokens_fn, assistant_model)
 
         input_ids = self._prepare_input_ids(inputs, config)
+        prompt_ids = input_ids  # before expansion: what transformers hands its encoder_* processors
         eos_ids, pad_id = self._prepare_special_tokens(config, "attention_mask" in model_kwargs)
         attention_mask = model_kwargs.get("attention_mask")
         if attention_mask is None:
@@ -143,6 +150,7 @@ class GenerationMixin(StrategyMethodsMixin):
             num_beams=config.num_beams,
             custom_processors=_custom_processors(logits_processor),
             custom_criteria=_custom_criteria(stopping_criteria),
+            framework_processors=_framework_processors(config, prompt_ids, prefix_allowed_tokens_fn),
         )
         step = CausalLMStep(self, attention_mask, config, model_kwargs)
         backend = TorchBackend(input_ids.device)
@@ -216,8 +224,8 @@ class GenerationMixin(StrategyMethodsMixin):
                 "Greedy methods without beam search do not support `num_return_sequences` different than 1 "
                 f"(got {config.num_return_sequences})."
             )
-        if prefix_fn is not None or assistant is not None:
-            raise NotImplementedError("prefix_allowed_tokens_fn and assisted generation are not implemented yet.")
+        if assistant is not None:
+            raise NotImplementedError("assisted generation (assistant_model) is not implemented in pyengine.")
         unused = [k for k in model_kwargs if k not in _MODEL_KWARGS]
         if unused:
             raise ValueError(
@@ -306,6 +314,19 @@ def _custom_processors(processors: LogitsProcessorList | None) -> list[Any]:
         spec = getattr(proc, "spec", None)
         native = spec is not None and type(proc).__call__ is LogitsProcessor.__call__
         out.append(spec if native else P.Custom(proc))
+    return out
+
+
+def _framework_processors(config: GenerationConfig, prompt_ids: torch.Tensor, prefix_fn: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if config.encoder_repetition_penalty is not None and config.encoder_repetition_penalty != 1.0:
+        out["encoder_repetition_penalty"] = EncoderRepetitionPenaltyLogitsProcessor(
+            float(config.encoder_repetition_penalty), prompt_ids
+        )
+    if config.encoder_no_repeat_ngram_size:
+        out["encoder_no_repeat_ngram"] = EncoderNoRepeatNGramLogitsProcessor(config.encoder_no_repeat_ngram_size, prompt_ids)
+    if prefix_fn is not None:
+        out["prefix_constrained"] = PrefixConstrainedLogitsProcessor(prefix_fn, config.num_beams // config.num_beam_groups)
     return out
 
 

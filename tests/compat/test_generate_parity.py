@@ -201,3 +201,90 @@ def test_beam_num_return_sequences_above_num_beams_fails(pair):
     _, ours = pair
     with pytest.raises(ValueError, match="num_return_sequences"):
         ours.generate(torch.tensor([[5, 6]]), num_beams=2, num_return_sequences=3, max_new_tokens=3)
+
+
+def _allowed(batch_id, sent):
+    return list(range(3, 40)) if batch_id % 2 == 0 else list(range(100, 140))
+
+
+MORE_CASES = [
+    {"forced_bos_token_id": 9, "forced_eos_token_id": 11},
+    {"remove_invalid_values": True},
+    {"encoder_repetition_penalty": 1.5},
+    {"encoder_no_repeat_ngram_size": 2},
+    {"prefix_allowed_tokens_fn": _allowed},
+    {"prefix_allowed_tokens_fn": _allowed, "num_beams": 2},
+    {"num_beams": 2, "encoder_no_repeat_ngram_size": 2, "forced_eos_token_id": 11},
+]
+
+
+@pytest.mark.parametrize("case", MORE_CASES, ids=lambda c: "-".join(c)[:60])
+def test_more_processors(pair, case):
+    ids, mask = _batch()
+    a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=7, pad_token_id=0, **case)
+    assert torch.equal(a, b), f"\nhf:   {a.tolist()}\nours: {b.tolist()}"
+
+
+def test_user_processor_and_criterion_classes_run_as_is(pair):
+    """Custom subclasses of transformers' base classes are called as transformers calls them."""
+    hf, ours = pair
+
+    class BanOdd(transformers.LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            scores[:, 1::2] = -float("inf")
+            return scores
+
+    class StopAt(transformers.StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return input_ids.shape[-1] >= 12
+
+    ids, mask = _batch()
+    kw = dict(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0)
+    a = hf.generate(**kw, logits_processor=transformers.LogitsProcessorList([BanOdd()]),
+                    stopping_criteria=transformers.StoppingCriteriaList([StopAt()]))
+    b = ours.generate(**kw, logits_processor=[BanOdd()], stopping_criteria=[StopAt()])
+    assert torch.equal(a, b) and b.shape[1] == 12 and (b[:, 7:] % 2 == 0).all()
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_attentions_and_hidden_states(pair, num_beams):
+    """transformers' SDPA path returns no attention weights; compare with its eager path."""
+    hf, _ = pair
+    ids, mask = _batch()
+    previous = hf.config._attn_implementation
+    hf.config._attn_implementation = "eager"
+    try:
+        a, b = _both(pair, input_ids=ids, attention_mask=mask, max_new_tokens=3, pad_token_id=0, num_beams=num_beams,
+                     return_dict_in_generate=True, output_attentions=True, output_hidden_states=True)
+    finally:
+        hf.config._attn_implementation = previous
+    assert torch.equal(a.sequences, b.sequences)
+    assert len(a.attentions) == len(b.attentions) == 3
+    real = mask.repeat_interleave(num_beams, 0).bool()  # prefill: pad positions hold don't-care values
+    for i, (step_a, step_b) in enumerate(zip(a.hidden_states, b.hidden_states)):
+        for ha, hb in zip(step_a, step_b):
+            if i == 0:
+                ha, hb = ha[real], hb[real]
+            torch.testing.assert_close(hb, ha, atol=1e-5, rtol=1e-5)
+    for step_a, step_b in zip(a.attentions[1:], b.attentions[1:]):  # decode steps: one query row
+        for aa, ab in zip(step_a, step_b):
+            torch.testing.assert_close(ab, aa, atol=1e-5, rtol=1e-5)
+
+
+def test_max_time_stops_early(pair):
+    _, ours = pair
+    out = ours.generate(torch.tensor([[5, 6]]), max_new_tokens=100, max_time=0.0, pad_token_id=0)
+    assert out.shape[1] == 3  # one step always runs, then the deadline has passed
+    out = ours.generate(torch.tensor([[5, 6]] * 2), max_new_tokens=100, max_time=0.0, num_beams=2, pad_token_id=0)
+    assert out.shape[1] == 3
+
+
+def test_output_classes_behave_like_model_outputs(pair):
+    _, ours = pair
+    out = ours.generate(torch.tensor([[5, 6]]), max_new_tokens=2, return_dict_in_generate=True, output_scores=True)
+    assert out["sequences"] is out.sequences is out[0]
+    assert out[1] is out.scores and "attentions" not in out
+    assert type(out).__name__ == "GenerateDecoderOnlyOutput"
+    with pytest.raises(Exception, match="pop"):
+        out.pop("sequences")

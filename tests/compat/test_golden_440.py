@@ -85,10 +85,18 @@ def test_golden_case(models, family, case_id):
 
 
 def test_beam_methods_need_a_max_length(models):
+    """Without a MaxLengthCriteria the reference's default (generation_config.max_length) applies; with none
+    at all the call fails before any model step."""
     model = models["gpt2"]
     scorer = BeamSearchScorer(batch_size=1, num_beams=2, device="cpu")
-    with pytest.raises(ValueError, match="MaxLengthCriteria"):
-        model.beam_search(torch.tensor([[5, 6], [5, 6]]), scorer, stopping_criteria=StoppingCriteriaList())
+    out = model.beam_search(torch.tensor([[5, 6], [5, 6]]), scorer, pad_token_id=0)
+    assert out.shape[1] <= model.generation_config.max_length
+    model.generation_config.max_length = None
+    try:
+        with pytest.raises(ValueError, match="MaxLengthCriteria"):
+            model.beam_search(torch.tensor([[5, 6], [5, 6]]), BeamSearchScorer(1, 2, "cpu"), pad_token_id=0)
+    finally:
+        model.generation_config.max_length = 20
 
 
 @pytest.mark.parametrize(
