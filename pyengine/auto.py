@@ -107,3 +107,9 @@ class AutoModelForCausalLM(_BaseAutoModel):
     """The language-model class: `GPT2LMHeadModel`, `LlamaForCausalLM`, ..."""
 
     _task = "causal_lm"
+
+
+class AutoModelForSeq2SeqLM(_BaseAutoModel):
+    """The encoder-decoder language-model class: `T5ForConditionalGeneration`, ..."""
+
+    _task = "seq2seq_lm"

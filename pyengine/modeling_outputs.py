@@ -68,3 +68,61 @@ class CausalLMOutputWithCrossAttentions(ModelOutput):
     hidden_states: tuple[Any, ...] | None = None
     attentions: tuple[Any, ...] | None = None
     cross_attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    """Encoder stack output (HF `BaseModelOutput`).
+
+    Args:
+        last_hidden_state: `[B, S, hidden]` after the final norm.
+        hidden_states: `num_layers + 1` tensors `[B, S, hidden]` (embeddings first, final norm last).
+        attentions: `num_layers` tensors `[B, H, S, S]` of attention probabilities.
+    """
+
+    last_hidden_state: Any = None
+    hidden_states: tuple[Any, ...] | None = None
+    attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class Seq2SeqModelOutput(ModelOutput):
+    """Encoder-decoder base model output (HF `Seq2SeqModelOutput`).
+
+    Args:
+        last_hidden_state: decoder output `[B, S_dec, hidden]`.
+        past_key_values: the decoder cache (self-attention plus cross-attention K/V), when `use_cache`.
+        decoder_hidden_states, decoder_attentions: decoder stack's, as in `BaseModelOutputWithPast`.
+        cross_attentions: `num_decoder_layers` tensors `[B, H, S_dec, S_enc]`.
+        encoder_last_hidden_state, encoder_hidden_states, encoder_attentions: the encoder's `BaseModelOutput`.
+    """
+
+    last_hidden_state: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: tuple[Any, ...] | None = None
+    decoder_attentions: tuple[Any, ...] | None = None
+    cross_attentions: tuple[Any, ...] | None = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: tuple[Any, ...] | None = None
+    encoder_attentions: tuple[Any, ...] | None = None
+
+
+@dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    """Encoder-decoder language-model output (HF `Seq2SeqLMOutput`).
+
+    Args:
+        loss: mean cross entropy of `logits` against `labels` (no shift: labels are the decoder targets).
+        logits: `[B, S_dec, V]`.
+        (others): as in `Seq2SeqModelOutput`.
+    """
+
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: tuple[Any, ...] | None = None
+    decoder_attentions: tuple[Any, ...] | None = None
+    cross_attentions: tuple[Any, ...] | None = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: tuple[Any, ...] | None = None
+    encoder_attentions: tuple[Any, ...] | None = None

@@ -25,6 +25,14 @@ MODELS: dict[str, tuple[str, dict[str, str]]] = {
             "causal_lm": "pyengine.models.llama.modeling_torch.LlamaForCausalLM",
         },
     ),
+    "t5": (
+        "pyengine.models.t5.config.T5Config",
+        {
+            "base": "pyengine.models.t5.modeling_torch.T5Model",
+            "seq2seq_lm": "pyengine.models.t5.modeling_torch.T5ForConditionalGeneration",
+            "encoder": "pyengine.models.t5.modeling_torch.T5EncoderModel",
+        },
+    ),
 }
 
 
