@@ -31,7 +31,12 @@ def run(
     rng: Any = None,
     on_step: Callable[[Array], None] | None = None,
 ) -> DecodeResult:
-    """Decode `prompt` `[B, S]` until every row stops or `plan.max_length` is reached."""
+    """Decode `prompt` `[B, S]` until every row stops or `plan.max_length` is reached.
+
+    With `plan.sync` (synced_gpus), a process whose rows are done keeps calling `step_fn.idle` (a model
+    forward that changes nothing) until `plan.sync(done)` reports that every process is done, so
+    collective operations inside the model stay matched across processes.
+    """
     ops = backend.ops
     batch, cur = prompt.shape[0], prompt.shape[1]
     tokens = backend.token_buffer(prompt, plan.max_length, fill=plan.pad_token_id or 0)  # [B, T]
@@ -39,8 +44,12 @@ def run(
     scores_out: list[Array] = []
     logits_out: list[Array] = []
     deadline = None if plan.max_time is None else time.monotonic() + plan.max_time
-    while cur < plan.max_length:
+    done = cur >= plan.max_length
+    while not (plan.sync(done) if plan.sync is not None else done):
         history = tokens[:, :cur]  # [B, cur]
+        if done:  # synced_gpus: this process is finished, the others are not
+            step_fn.idle(history)
+            continue
         logits = step_fn(history)  # [B, V] float32
         scores = logits
         for spec in plan.processors:
@@ -59,10 +68,8 @@ def run(
             on_step(next_tokens)
         for criterion in plan.stopping:
             finished = backend.logical_or(finished, criterion(tokens[:, :cur], tuple(scores_out) or None))
-        if deadline is not None and time.monotonic() > deadline:
-            break
-        if backend.all(finished):
-            break
+        timed_out = deadline is not None and time.monotonic() > deadline
+        done = cur >= plan.max_length or timed_out or backend.all(finished)
     return DecodeResult(
         sequences=tokens[:, :cur],
         scores=tuple(scores_out) if plan.output_scores else None,

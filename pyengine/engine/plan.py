@@ -29,6 +29,7 @@ class DecodePlan:
         stopping: user criteria `fn(tokens [B, T], scores) -> bool [B] or bool`, called as-is.
         max_time: seconds after which every row stops (None: no limit).
         output_scores / output_logits: keep processed scores / raw logits of every step.
+        sync: synced_gpus: `sync(this_process_done) -> every_process_done` (a collective); None = alone.
     """
 
     strategy: str
@@ -40,6 +41,7 @@ class DecodePlan:
     max_time: float | None = None
     output_scores: bool = False
     output_logits: bool = False
+    sync: Callable[[bool], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -59,7 +59,68 @@ class CausalLMStep:
             self.hidden_states.append(out.hidden_states)
         return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
 
+    def idle(self, tokens: torch.Tensor) -> None:
+        """synced_gpus: run the model once on the last token without touching the cache or the outputs."""
+        self.model(input_ids=tokens[:, -1:], use_cache=False, return_dict=True, logits_to_keep=1)
+
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: row i continues old row index[i]."""
         if self.cache is not None:
             self.cache.reorder(index)
+
+
+class Seq2SeqStep:
+    """Encoder-decoder models: decoder history `[B, cur]` -> next-token logits `[B, V]` (float32).
+
+    The encoder ran once (`encoder_outputs`, already expanded for beams / return sequences); each step
+    feeds the new decoder tokens with the encoder mask, through a preallocated decoder cache whose
+    cross-attention keys/values are computed on the first step and reused.
+    """
+
+    def __init__(self, model: Any, encoder_outputs: Any, encoder_mask: torch.Tensor | None, config: GenerationConfig,
+                 model_kwargs: dict) -> None:
+        self.model = model
+        self.encoder_outputs = encoder_outputs
+        self.encoder_mask = encoder_mask
+        batch = encoder_outputs.last_hidden_state.shape[0]
+        self.use_cache = bool(config.use_cache if model_kwargs.get("use_cache") is None else model_kwargs["use_cache"])
+        self.cache = model.new_cache(batch, config.max_length) if self.use_cache else None
+        self.output_attentions = bool(config.output_attentions and config.return_dict_in_generate)
+        self.output_hidden_states = bool(config.output_hidden_states and config.return_dict_in_generate)
+        self.attentions: list[Any] = []
+        self.cross_attentions: list[Any] = []
+        self.hidden_states: list[Any] = []
+        self.done = 0
+
+    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
+        start = self.done if self.use_cache else 0
+        out = self.model(
+            encoder_outputs=self.encoder_outputs,
+            attention_mask=self.encoder_mask,
+            decoder_input_ids=tokens[:, start:],
+            past_key_values=self.cache,
+            use_cache=self.use_cache,
+            output_attentions=self.output_attentions,
+            output_hidden_states=self.output_hidden_states,
+            return_dict=True,
+        )
+        if self.use_cache:
+            self.cache = out.past_key_values
+        self.done = tokens.shape[1]
+        if self.output_attentions:
+            self.attentions.append(out.decoder_attentions)
+            self.cross_attentions.append(out.cross_attentions)
+        if self.output_hidden_states:
+            self.hidden_states.append(out.decoder_hidden_states)
+        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+
+    def idle(self, tokens: torch.Tensor) -> None:
+        """synced_gpus: one decoder forward on the last token, no cache, nothing recorded."""
+        self.model(encoder_outputs=self.encoder_outputs, attention_mask=self.encoder_mask,
+                   decoder_input_ids=tokens[:, -1:], use_cache=False, return_dict=True)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Beam search: row i continues old row index[i]; the encoder outputs are shared within a batch item."""
+        if self.cache is not None:
+            self.cache.reorder(index)
+

@@ -18,11 +18,11 @@ from pyengine.backends.torch.backend import TorchBackend
 from pyengine.engine import loop
 from pyengine.engine import processors as P
 from pyengine.engine.group_beam_search import run_group_beam
-from pyengine.engine.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
 from pyengine.engine.plan import DecodePlan
 from pyengine.generation.logits_process import LogitsProcessor
-from pyengine.generation.step import CausalLMStep
+from pyengine.generation.step import CausalLMStep, Seq2SeqStep
 from pyengine.generation.stopping_criteria import MaxLengthCriteria
+from pyengine.modeling_outputs import BaseModelOutput
 
 
 class StrategyMethodsMixin:
@@ -117,34 +117,32 @@ class StrategyMethodsMixin:
             output_scores=bool(config.return_dict_in_generate and config.output_scores),
             output_logits=bool(config.return_dict_in_generate and config.output_logits),
         )
-        mask = model_kwargs.pop("attention_mask", None)
-        if model_kwargs:
-            raise ValueError(f"The following `model_kwargs` are not used by the model: {list(model_kwargs)}")
-        mask = torch.ones_like(input_ids) if mask is None else mask
-        step = CausalLMStep(self, mask, config, {})
+        step = self._strategy_step(input_ids, config, model_kwargs)
         backend = TorchBackend(input_ids.device)
         if mode in ("greedy", "sample"):
             result = loop.run(plan, step, backend, input_ids)
-            if not config.return_dict_in_generate:
-                return result.sequences
-            return GenerateDecoderOnlyOutput(
-                sequences=result.sequences, scores=result.scores, logits=result.logits,
-                attentions=tuple(step.attentions) or None, hidden_states=tuple(step.hidden_states) or None,
-                past_key_values=step.cache,
-            )
-        if beam_scorer is None:
+        elif beam_scorer is None:
             raise ValueError(f"{mode} needs a `beam_scorer` (e.g. BeamSearchScorer(batch_size, num_beams, device)).")
-        result = run_group_beam(plan, step, backend, input_ids.clone(), beam_scorer, reorder=step.reorder,
-                                do_sample=mode == "beam_sample")
+        else:
+            result = run_group_beam(plan, step, backend, input_ids.clone(), beam_scorer, reorder=step.reorder,
+                                    do_sample=mode == "beam_sample")
         if not config.return_dict_in_generate:
             return result.sequences
-        return GenerateBeamDecoderOnlyOutput(
-            sequences=result.sequences,
-            sequences_scores=result.sequences_scores if config.output_scores else None,
-            scores=result.scores, logits=result.logits, beam_indices=result.beam_indices,
-            attentions=tuple(step.attentions) or None, hidden_states=tuple(step.hidden_states) or None,
-            past_key_values=step.cache,
-        )
+        return self._output(config, step, result, beam=mode not in ("greedy", "sample"))
+
+    def _strategy_step(self, input_ids: torch.Tensor, config: Any, model_kwargs: dict[str, Any]) -> Any:
+        """The model step for the strategy methods: `encoder_outputs` (already expanded) for encoder-decoders."""
+        mask = model_kwargs.pop("attention_mask", None)
+        encoder_outputs = model_kwargs.pop("encoder_outputs", None)
+        if model_kwargs:
+            raise ValueError(f"The following `model_kwargs` are not used by the model: {list(model_kwargs)}")
+        if self.config.is_encoder_decoder:
+            if encoder_outputs is None:
+                raise ValueError("encoder-decoder models need `encoder_outputs=model.get_encoder()(...)` here.")
+            if isinstance(encoder_outputs, (tuple, list)):
+                encoder_outputs = BaseModelOutput(*encoder_outputs)
+            return Seq2SeqStep(self, encoder_outputs, mask, config, {})
+        return CausalLMStep(self, torch.ones_like(input_ids) if mask is None else mask, config, {})
 
 
 def _pick(value: Any, default: Any) -> Any:

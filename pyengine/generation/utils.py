@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,7 +23,12 @@ from pyengine.engine import processors as P
 from pyengine.engine.beam_scorer import BeamSearchScorer
 from pyengine.engine.beam_search import run_beam
 from pyengine.engine.group_beam_search import run_group_beam
-from pyengine.engine.outputs import GenerateBeamDecoderOnlyOutput, GenerateDecoderOnlyOutput
+from pyengine.engine.outputs import (
+    GenerateBeamDecoderOnlyOutput,
+    GenerateBeamEncoderDecoderOutput,
+    GenerateDecoderOnlyOutput,
+    GenerateEncoderDecoderOutput,
+)
 from pyengine.engine.plan import build_plan
 from pyengine.generation.logits_process import (
     EncoderNoRepeatNGramLogitsProcessor,
@@ -31,15 +37,33 @@ from pyengine.generation.logits_process import (
     LogitsProcessorList,
     PrefixConstrainedLogitsProcessor,
 )
-from pyengine.generation.step import CausalLMStep
+from pyengine.generation.step import CausalLMStep, Seq2SeqStep
 from pyengine.generation.stopping_criteria import StoppingCriteriaList
 from pyengine.generation.strategies import StrategyMethodsMixin
 from pyengine.generation_config import GenerationConfig
+from pyengine.modeling_outputs import BaseModelOutput
 
 logger = logging.getLogger("pyengine")
 
 # Model kwargs generate() understands for decoder-only models; anything else is a typo or unsupported.
 _MODEL_KWARGS = {"attention_mask", "output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"}
+_SEQ2SEQ_KWARGS = {"encoder_outputs", "decoder_input_ids"}
+
+
+@dataclass
+class _Prepared:
+    input_ids: torch.Tensor  # [B*n, S] prompt (decoder-only) or decoder start ids (encoder-decoder)
+    attention_mask: torch.Tensor | None  # [B*n, S] prompt mask, or the encoder mask
+    encoder_outputs: Any = None  # encoder-decoder: last_hidden_state expanded to [B*n, S_enc, D]
+
+
+def _all_processes_done(this_process_done: bool) -> bool:
+    """synced_gpus: a sum all-reduce of "still running" flags across the default process group."""
+    import torch.distributed as dist
+
+    flag = torch.tensor(0.0 if this_process_done else 1.0)
+    dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+    return flag.item() == 0.0
 
 
 class GenerationMixin(StrategyMethodsMixin):
@@ -118,29 +142,13 @@ class GenerationMixin(StrategyMethodsMixin):
         config, model_kwargs = self._prepare_generation_config(generation_config, use_model_defaults, **kwargs)
         self._check_supported(config, model_kwargs, prefix_allowed_tokens_fn, assistant_model)
 
-        input_ids = self._prepare_input_ids(inputs, config)
-        prompt_ids = input_ids  # before expansion: what transformers hands its encoder_* processors
-        eos_ids, pad_id = self._prepare_special_tokens(config, "attention_mask" in model_kwargs)
-        attention_mask = model_kwargs.get("attention_mask")
-        if attention_mask is None:
-            attention_mask = _infer_attention_mask(input_ids, pad_id, eos_ids)
-        elif attention_mask.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"`attention_mask` must be 2D with the shape of the input ids {tuple(input_ids.shape)}, "
-                f"got {tuple(attention_mask.shape)}."
-            )
-        if pad_id is not None and input_ids.shape[0] > 1 and bool((input_ids[:, -1] == pad_id).any()):
-            logger.warning(
-                "A decoder-only architecture is being used, but right-padding was detected! For correct "
-                "generation results, please set `padding_side='left'` when initializing the tokenizer."
-            )
-        expand = max(config.num_beams, config.num_return_sequences)
-        input_ids = input_ids.repeat_interleave(expand, dim=0)
-        attention_mask = attention_mask.repeat_interleave(expand, dim=0)
+        inputs = self._prepare_input_ids(inputs, config, model_kwargs)
+        eos_ids, pad_id = self._prepare_special_tokens(config, model_kwargs.get("attention_mask") is not None)
+        prepared = self._prepare_model_inputs(inputs, config, model_kwargs, eos_ids, pad_id)
+        input_ids = prepared.input_ids
         if streamer is not None:
             streamer.put(input_ids.cpu())
         self._prepare_lengths(config, input_ids.shape[1], explicit_max_length, explicit_min_length)
-
         plan = build_plan(
             config,
             vocab_size=self.config.vocab_size,
@@ -150,36 +158,53 @@ class GenerationMixin(StrategyMethodsMixin):
             num_beams=config.num_beams,
             custom_processors=_custom_processors(logits_processor),
             custom_criteria=_custom_criteria(stopping_criteria),
-            framework_processors=_framework_processors(config, prompt_ids, prefix_allowed_tokens_fn),
+            framework_processors=_framework_processors(config, inputs, prefix_allowed_tokens_fn),
         )
-        step = CausalLMStep(self, attention_mask, config, model_kwargs)
+        if synced_gpus:
+            plan.sync = _all_processes_done
+        step = self._make_step(prepared, config, model_kwargs)
         backend = TorchBackend(input_ids.device)
         if config.num_beams > 1:
             return self._run_beam(config, plan, step, backend, input_ids)
-        result = loop.run(
-            plan,
-            step,
-            backend,
-            input_ids,
-            rng=None,
-            on_step=(lambda t: streamer.put(t.cpu())) if streamer is not None else None,
-        )
+        on_step = (lambda t: streamer.put(t.cpu())) if streamer is not None else None
+        result = loop.run(plan, step, backend, input_ids, rng=None, on_step=on_step)
         if streamer is not None:
             streamer.end()
         if not config.return_dict_in_generate:
             return result.sequences
-        return GenerateDecoderOnlyOutput(
-            sequences=result.sequences,
-            scores=result.scores,
-            logits=result.logits,
-            attentions=tuple(step.attentions) if config.output_attentions else None,
-            hidden_states=tuple(step.hidden_states) if config.output_hidden_states else None,
-            past_key_values=step.cache,
+        return self._output(config, step, result, beam=False)
+
+    def _make_step(self, prepared: _Prepared, config: GenerationConfig, model_kwargs: dict) -> Any:
+        if self.config.is_encoder_decoder:
+            return Seq2SeqStep(self, prepared.encoder_outputs, prepared.attention_mask, config, model_kwargs)
+        return CausalLMStep(self, prepared.attention_mask, config, model_kwargs)
+
+    def _output(self, config: GenerationConfig, step: Any, result: Any, beam: bool) -> Any:
+        """transformers' output class for this model type and strategy, with what was asked for."""
+        extra: dict[str, Any] = {"sequences": result.sequences, "scores": result.scores, "logits": result.logits,
+                                 "past_key_values": step.cache}
+        if beam:
+            extra["sequences_scores"] = result.sequences_scores if config.output_scores else None
+            extra["beam_indices"] = result.beam_indices
+        attentions = tuple(step.attentions) if config.output_attentions else None
+        hidden = tuple(step.hidden_states) if config.output_hidden_states else None
+        if not self.config.is_encoder_decoder:
+            cls = GenerateBeamDecoderOnlyOutput if beam else GenerateDecoderOnlyOutput
+            return cls(attentions=attentions, hidden_states=hidden, **extra)
+        enc = step.encoder_outputs
+        cls = GenerateBeamEncoderDecoderOutput if beam else GenerateEncoderDecoderOutput
+        return cls(
+            encoder_attentions=enc.get("attentions") if config.output_attentions else None,
+            encoder_hidden_states=enc.get("hidden_states") if config.output_hidden_states else None,
+            decoder_attentions=attentions,
+            cross_attentions=tuple(step.cross_attentions) if config.output_attentions else None,
+            decoder_hidden_states=hidden,
+            **extra,
         )
 
     def _run_beam(
-        self, config: GenerationConfig, plan: Any, step: CausalLMStep, backend: TorchBackend, input_ids: torch.Tensor
-    ) -> GenerateBeamDecoderOnlyOutput | torch.LongTensor:
+        self, config: GenerationConfig, plan: Any, step: Any, backend: TorchBackend, input_ids: torch.Tensor
+    ) -> Any:
         if config.num_beam_groups > 1:
             scorer = BeamSearchScorer(
                 backend, input_ids.shape[0] // config.num_beams, config.num_beams, config.length_penalty,
@@ -200,16 +225,56 @@ class GenerationMixin(StrategyMethodsMixin):
             )
         if not config.return_dict_in_generate:
             return result.sequences
-        return GenerateBeamDecoderOnlyOutput(
-            sequences=result.sequences,
-            sequences_scores=result.sequences_scores if config.output_scores else None,
-            scores=result.scores,
-            logits=result.logits,
-            beam_indices=result.beam_indices,
-            attentions=tuple(step.attentions) if config.output_attentions else None,
-            hidden_states=tuple(step.hidden_states) if config.output_hidden_states else None,
-            past_key_values=step.cache,
-        )
+        return self._output(config, step, result, beam=True)
+
+    def _prepare_model_inputs(
+        self, inputs: torch.Tensor, config: GenerationConfig, model_kwargs: dict, eos_ids: list[int], pad_id: int | None
+    ) -> _Prepared:
+        """Attention mask, encoder pass and decoder start (encoder-decoder), then the expansion for beams and
+        return sequences (repeat-interleave: rows x0,x0,x1,x1), in transformers' order."""
+        attention_mask = model_kwargs.get("attention_mask")
+        encoder_outputs = model_kwargs.get("encoder_outputs")
+        if attention_mask is None and encoder_outputs is None:
+            attention_mask = _infer_attention_mask(inputs, pad_id, eos_ids)
+        elif attention_mask is not None and (attention_mask.dim() != 2 or attention_mask.shape != inputs.shape):
+            raise ValueError(
+                f"`attention_mask` must be 2D with the shape of the input ids {tuple(inputs.shape)}, "
+                f"got {tuple(attention_mask.shape)}."
+            )
+        expand = max(config.num_beams, config.num_return_sequences)
+        if not self.config.is_encoder_decoder:
+            if pad_id is not None and inputs.shape[0] > 1 and bool((inputs[:, -1] == pad_id).any()):
+                logger.warning(
+                    "A decoder-only architecture is being used, but right-padding was detected! For correct "
+                    "generation results, please set `padding_side='left'` when initializing the tokenizer."
+                )
+            return _Prepared(inputs.repeat_interleave(expand, 0), attention_mask.repeat_interleave(expand, 0))
+        if encoder_outputs is None:
+            encoder_outputs = self.get_encoder()(
+                input_ids=inputs, attention_mask=attention_mask, return_dict=True,
+                output_attentions=config.output_attentions, output_hidden_states=config.output_hidden_states,
+            )
+        elif isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        batch = encoder_outputs.last_hidden_state.shape[0]
+        decoder_ids = self._decoder_start_ids(config, batch, model_kwargs.get("decoder_input_ids"), inputs.device)
+        expanded = copy.copy(encoder_outputs)
+        expanded["last_hidden_state"] = encoder_outputs.last_hidden_state.repeat_interleave(expand, 0)
+        mask = None if attention_mask is None else attention_mask.repeat_interleave(expand, 0)
+        return _Prepared(decoder_ids.repeat_interleave(expand, 0), mask, expanded)
+
+    def _decoder_start_ids(
+        self, config: GenerationConfig, batch: int, decoder_input_ids: torch.Tensor | None, device: torch.device
+    ) -> torch.Tensor:
+        start = config.decoder_start_token_id if config.decoder_start_token_id is not None else config.bos_token_id
+        if start is None:
+            raise ValueError("`decoder_start_token_id` or `bos_token_id` has to be defined for encoder-decoder generation.")
+        start_ids = torch.full((batch, 1), int(start), dtype=torch.long, device=device)
+        if decoder_input_ids is None:
+            return start_ids
+        if bool((decoder_input_ids[:, 0] != start).all()):  # transformers prepends the start token when missing
+            return torch.cat([start_ids, decoder_input_ids], dim=-1)
+        return decoder_input_ids
 
     # -- argument preparation (transformers 4.57 order) ---------------------------------------------------
     def _check_supported(self, config: GenerationConfig, model_kwargs: dict, prefix_fn: Any, assistant: Any) -> None:
@@ -226,7 +291,8 @@ class GenerationMixin(StrategyMethodsMixin):
             )
         if assistant is not None:
             raise NotImplementedError("assisted generation (assistant_model) is not implemented in pyengine.")
-        unused = [k for k in model_kwargs if k not in _MODEL_KWARGS]
+        allowed = _MODEL_KWARGS | (_SEQ2SEQ_KWARGS if self.config.is_encoder_decoder else set())
+        unused = [k for k in model_kwargs if k not in allowed]
         if unused:
             raise ValueError(
                 f"The following `model_kwargs` are not used by the model: {unused} (note: typos in the generate "
@@ -235,7 +301,11 @@ class GenerationMixin(StrategyMethodsMixin):
         if model_kwargs.get("attention_mask", 0) is None:
             model_kwargs.pop("attention_mask")
 
-    def _prepare_input_ids(self, inputs: torch.Tensor | None, config: GenerationConfig) -> torch.LongTensor:
+    def _prepare_input_ids(self, inputs: torch.Tensor | None, config: GenerationConfig, model_kwargs: dict) -> torch.Tensor:
+        if inputs is None and self.config.is_encoder_decoder and model_kwargs.get("encoder_outputs") is not None:
+            enc = model_kwargs["encoder_outputs"]
+            hidden = enc[0] if isinstance(enc, (tuple, list)) else enc.last_hidden_state
+            return torch.full(hidden.shape[:2], -100, dtype=torch.long, device=hidden.device)  # transformers' dummy
         if inputs is None:
             if config.bos_token_id is None:
                 raise ValueError("`bos_token_id` has to be defined when no `input_ids` are provided.")

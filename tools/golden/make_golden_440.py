@@ -7,6 +7,7 @@ with all of them. Run this in a separate environment:
     python3 -m venv /tmp/venv440
     /tmp/venv440/bin/pip install torch==2.13.0 "transformers==4.40.2" "numpy<2" "huggingface_hub<0.25" safetensors
     /tmp/venv440/bin/python tools/golden/make_golden_440.py tests/assets/golden440
+    /tmp/venv440/bin/python tools/golden/make_golden_440.py tests/assets/golden440 --examples
 
 It writes, per tiny random model: the checkpoint (config.json + model.safetensors, written by 4.40), and
 `cases.json` + `scores.npz`: inputs, the call (method and arguments, described as data), and the
@@ -149,5 +150,71 @@ def main(out_dir: str) -> None:
         print(family, "eos", eos, [r["id"] for r in records])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and "--examples" not in sys.argv:
     main(sys.argv[1] if len(sys.argv) > 1 else "tests/assets/golden440")
+
+
+# -- the reference document's per-strategy examples, on tiny models instead of hub checkpoints ------------
+# The reference (4.6-era) defaults max_length to 20 when no stopping criterion is given; 4.40 would loop
+# until EOS, so the calls below pass max_length=20 explicitly to reproduce the reference's behaviour.
+T5_ENCODER_IDS = [[13, 71, 29, 5, 88, 140, 7, 33, 1]]
+
+
+def build_t5():
+    torch.manual_seed(0)
+    cfg = transformers.T5Config(vocab_size=300, d_model=64, d_ff=128, d_kv=16, num_layers=2, num_heads=4,
+                                decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    return transformers.T5ForConditionalGeneration(cfg).eval()
+
+
+def t5_examples(model):
+    from transformers import MinLengthLogitsProcessor as MinLen
+
+    enc_ids = torch.tensor(T5_ENCODER_IDS)
+    out = {}
+    for name, num_beams, groups in (("beam_search", 3, 1), ("beam_sample", 3, 1), ("group_beam_search", 6, 3)):
+        input_ids = torch.ones((num_beams, 1), dtype=torch.long) * model.config.decoder_start_token_id
+        kwargs = {"encoder_outputs": model.get_encoder()(enc_ids.repeat_interleave(num_beams, dim=0), return_dict=True)}
+        scorer = BeamSearchScorer(batch_size=1, max_length=model.config.max_length, num_beams=num_beams, device="cpu",
+                                  num_beam_groups=groups)
+        procs = [MinLen(5, eos_token_id=model.config.eos_token_id)]
+        if groups > 1:
+            procs.insert(0, HammingDiversityLogitsProcessor(5.5, num_beams=6, num_beam_groups=3))
+        call = {"logits_processor": LogitsProcessorList(procs), "max_length": 20}
+        if name == "beam_sample":
+            torch.manual_seed(0)
+            call["logits_warper"] = LogitsProcessorList([TopKLogitsWarper(50), TemperatureLogitsWarper(0.7)])
+        with torch.no_grad():
+            out[name] = getattr(model, name)(input_ids, scorer, **call, **kwargs).tolist()
+    return out
+
+
+def gpt2_examples(model):
+    eos = model.config.eos_token_id
+    input_ids = torch.tensor([[15, 300, 72, 9, 640]])
+    out = {}
+    with torch.no_grad():
+        out["greedy_search"] = model.greedy_search(
+            input_ids, logits_processor=LogitsProcessorList([MinLengthLogitsProcessor(15, eos_token_id=eos)]),
+            max_length=20, pad_token_id=eos).tolist()
+        torch.manual_seed(0)
+        out["sample"] = model.sample(
+            input_ids, logits_processor=LogitsProcessorList([MinLengthLogitsProcessor(15, eos_token_id=eos)]),
+            logits_warper=LogitsProcessorList([TopKLogitsWarper(50), TemperatureLogitsWarper(0.7)]),
+            max_length=20, pad_token_id=eos).tolist()
+    return {"input_ids": input_ids.tolist(), "outputs": out}
+
+
+def examples(out_dir: str) -> None:
+    t5 = build_t5()
+    folder = os.path.join(out_dir, "t5")
+    t5.save_pretrained(folder, safe_serialization=True)
+    with open(os.path.join(folder, "examples.json"), "w") as f:
+        json.dump({"encoder_input_ids": T5_ENCODER_IDS, "outputs": t5_examples(t5)}, f, indent=1)
+    gpt2 = transformers.GPT2LMHeadModel.from_pretrained(os.path.join(out_dir, "gpt2")).eval()
+    with open(os.path.join(out_dir, "gpt2", "examples.json"), "w") as f:
+        json.dump(gpt2_examples(gpt2), f, indent=1)
+
+
+if __name__ == "__main__" and "--examples" in sys.argv:
+    examples(sys.argv[1])
