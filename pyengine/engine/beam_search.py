@@ -76,9 +76,12 @@ def run_beam(
     logits_out: list[Array] = []
 
     deadline = None if plan.max_time is None else time.monotonic() + plan.max_time
-    cur = S
-    while True:
+    cur, done = S, False
+    while not (plan.sync(done) if plan.sync is not None else done):
         history = be.reshape(running[:, :, :cur], (B * K, cur))
+        if done:  # synced_gpus: finished here, others still running
+            step_fn.idle(history)
+            continue
         logits = step_fn(history)  # [B*K, V]
         log_probs = be.log_softmax(logits)
         for spec in plan.processors:
@@ -138,8 +141,7 @@ def run_beam(
         can_improve = be.any(improvable)
         open_beam = not (be.all(is_finished) and early_stopping is True)
         continuations = not be.all(hits)
-        if not (can_improve and open_beam and continuations):
-            break
+        done = not (can_improve and open_beam and continuations)
 
     n = num_return_sequences
     sequences = be.reshape(sequences[:, :n], (B * n, T))

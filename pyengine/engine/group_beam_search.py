@@ -61,7 +61,11 @@ def run_group_beam(
     logits_out: list[Array] = []
     eos = list(plan.eos_token_ids) or None
     deadline = None if plan.max_time is None else time.monotonic() + plan.max_time
-    while True:
+    done = False
+    while not (plan.sync(done) if plan.sync is not None else done):
+        if done:  # synced_gpus: finished here, others still running
+            step_fn.idle(input_ids)
+            continue
         current = be.full((B * K,), 0, "int64")
         reordering = be.full((B * K,), 0, "int64")
         logits = step_fn(input_ids)  # [B*K, V]
@@ -105,8 +109,7 @@ def run_group_beam(
         if reorder is not None:
             reorder(reordering)
         timed_out = deadline is not None and time.monotonic() > deadline
-        if scorer.is_done or timed_out or _all_stop(plan, be, input_ids, scores_out):
-            break
+        done = scorer.is_done or timed_out or _all_stop(plan, be, input_ids, scores_out)
     result = scorer.finalize(
         input_ids, beam_scores, None, None, max_length=plan.max_length, pad_token_id=plan.pad_token_id,
         eos_token_id=eos, beam_indices=sum(beam_indices, ()) if track else None, decoder_prompt_len=S,
