@@ -41,23 +41,24 @@ class CausalLMStep:
         positions = mask.long().cumsum(-1) - 1
         positions.masked_fill_(mask == 0, 1)
         start = self.done if self.use_cache else 0
-        out = self.model(
-            input_ids=tokens[:, start:],
+        inputs = self.model.prepare_inputs_for_generation(
+            tokens[:, start:],
             attention_mask=mask,
             position_ids=positions[:, start:],
             past_key_values=self.cache,
             use_cache=self.use_cache,
             output_attentions=self.output_attentions,
             output_hidden_states=self.output_hidden_states,
-            return_dict=True,
             logits_to_keep=1,
         )
+        out = self.model(**inputs, return_dict=True)
         self.done = cur
         if self.output_attentions:
             self.attentions.append(out.attentions)
         if self.output_hidden_states:
             self.hidden_states.append(out.hidden_states)
-        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        logits = out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        return self.model.adjust_logits_during_generation(logits, cur_len=cur)
 
     def idle(self, tokens: torch.Tensor) -> None:
         """synced_gpus: run the model once on the last token without touching the cache or the outputs."""
@@ -94,16 +95,16 @@ class Seq2SeqStep:
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         start = self.done if self.use_cache else 0
-        out = self.model(
+        inputs = self.model.prepare_inputs_for_generation(
+            tokens[:, start:],
             encoder_outputs=self.encoder_outputs,
             attention_mask=self.encoder_mask,
-            decoder_input_ids=tokens[:, start:],
             past_key_values=self.cache,
             use_cache=self.use_cache,
             output_attentions=self.output_attentions,
             output_hidden_states=self.output_hidden_states,
-            return_dict=True,
         )
+        out = self.model(**inputs, return_dict=True)
         if self.use_cache:
             self.cache = out.past_key_values
         self.done = tokens.shape[1]
@@ -112,7 +113,8 @@ class Seq2SeqStep:
             self.cross_attentions.append(out.cross_attentions)
         if self.output_hidden_states:
             self.hidden_states.append(out.decoder_hidden_states)
-        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        logits = out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        return self.model.adjust_logits_during_generation(logits, cur_len=tokens.shape[1])
 
     def idle(self, tokens: torch.Tensor) -> None:
         """synced_gpus: one decoder forward on the last token, no cache, nothing recorded."""

@@ -77,6 +77,21 @@ class GenerationMixin(StrategyMethodsMixin):
     def can_generate(self) -> bool:
         return True
 
+    # -- model hooks (override in a subclass to customise generation, as in transformers) ----------------
+    def prepare_inputs_for_generation(self, input_ids: torch.Tensor, **kwargs: Any) -> dict[str, Any]:
+        """The forward keyword arguments for one decoding step; `input_ids` holds only the new tokens.
+
+        Decoder-only: `input_ids`, `attention_mask` `[B, cur]`, `position_ids`, `past_key_values`, ... .
+        Encoder-decoder: the new tokens become `decoder_input_ids` next to `encoder_outputs`.
+        """
+        if self.config.is_encoder_decoder:
+            return {"decoder_input_ids": input_ids, **kwargs}
+        return {"input_ids": input_ids, **kwargs}
+
+    def adjust_logits_during_generation(self, logits: torch.FloatTensor, **kwargs: Any) -> torch.FloatTensor:
+        """Hook on the raw next-token logits `[B, V]` before any processor (identity by default)."""
+        return logits
+
     def _prepare_generation_config(
         self, generation_config: GenerationConfig | None, use_model_defaults: bool | None, **kwargs: Any
     ) -> tuple[GenerationConfig, dict[str, Any]]:

@@ -288,3 +288,26 @@ def test_output_classes_behave_like_model_outputs(pair):
     assert type(out).__name__ == "GenerateDecoderOnlyOutput"
     with pytest.raises(Exception, match="pop"):
         out.pop("sequences")
+
+
+def test_model_hooks_are_called(pair):
+    """prepare_inputs_for_generation and adjust_logits_during_generation can be overridden per model."""
+    _, ours = pair
+    seen = []
+
+    def prepare(input_ids, **kwargs):
+        seen.append(input_ids.shape[1])
+        return type(ours).prepare_inputs_for_generation(ours, input_ids, **kwargs)
+
+    def adjust(logits, **kwargs):
+        logits = logits.clone()
+        logits[:, 42] = 1e4  # force token 42
+        return logits
+
+    ours.prepare_inputs_for_generation, ours.adjust_logits_during_generation = prepare, adjust
+    try:
+        out = ours.generate(torch.tensor([[5, 6, 7]]), max_new_tokens=3, pad_token_id=0)
+    finally:
+        del ours.prepare_inputs_for_generation, ours.adjust_logits_during_generation
+    assert out[0, 3:].tolist() == [42, 42, 42]
+    assert seen == [3, 1, 1]  # prompt first, then one new token per step through the cache
