@@ -259,7 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)
+    _register_bench(sub)
     return parser
+
+
+def _register_bench(sub: Any) -> None:
+    """`pyengine bench` lives in pyengine.bench (the benchmark harness) and registers its own parser."""
+    try:
+        from pyengine.bench.cli import register
+    except ImportError:  # harness not present in this build
+        return
+    register(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
