@@ -265,10 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _register_bench(sub: Any) -> None:
     """`pyengine bench` lives in pyengine.bench (the benchmark harness) and registers its own parser."""
-    try:
-        from pyengine.bench.cli import register
-    except ImportError:  # harness not present in this build
+    if importlib.util.find_spec("pyengine.bench") is None:  # harness not present in this build
         return
+    from pyengine.bench.cli import register
+
     register(sub)
 
 
