@@ -4,8 +4,8 @@ What it gives a model family:
 - `from_pretrained` / `save_pretrained` with transformers' file formats and keyword semantics
   (config kwargs override the config, the others reach the model's `__init__`; base-model prefix
   added or stripped; missing / unexpected / mismatched keys reported as transformers reports them);
-- embeddings access, weight tying, `resize_token_embeddings`, parameter counting, mask helpers;
-- the attention building blocks shared by the families (`build_attention_mask`, `attention`).
+- embeddings access, weight tying, `resize_token_embeddings`, parameter counting, mask helpers.
+The attention building blocks live in `pyengine/backends/torch/attention.py` (re-exported here).
 
 Checkpoint bytes are read and written by `pyengine.checkpoints` as NumPy arrays; this module only maps
 them onto parameters. Upstream reference: `transformers/modeling_utils.py` (4.57).
@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 import os
 import re
 import warnings
@@ -28,133 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pyengine.backends.torch.cache import KVCache
+from pyengine.backends.torch.attention import as_kv_cache, attention, build_attention_mask  # noqa: F401
+from pyengine.backends.torch.cache import KVCache  # noqa: F401
+from pyengine.backends.torch.functional import ACT2FN, causal_lm_loss, gelu_new, get_activation  # noqa: F401
 from pyengine.configuration_utils import PretrainedConfig
 
 logger = logging.getLogger("pyengine")
-
-# ------------------------------------------------------------------------------------------------------
-# Activations, attention, loss: small shared infrastructure
-# ------------------------------------------------------------------------------------------------------
-
-
-def gelu_new(x: torch.Tensor) -> torch.Tensor:
-    """GPT-2's tanh GELU, written exactly as transformers' `NewGELUActivation` (bit-for-bit on CPU)."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-ACT2FN: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu_new": gelu_new,
-    "gelu": F.gelu,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "tanh": torch.tanh,
-}
-
-
-def get_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Activation by its transformers name; unknown names raise with the supported list."""
-    if name not in ACT2FN:
-        raise ValueError(f"Unsupported activation function {name!r}; supported: {sorted(ACT2FN)}.")
-    return ACT2FN[name]
-
-
-def build_attention_mask(
-    attention_mask: torch.Tensor | None, past_length: int, query_length: int, device: torch.device
-) -> tuple[torch.Tensor | None, bool]:
-    """Boolean attention mask `[B, 1, S, T]` (True = attend) from a 2-D padding mask `[B, T]`.
-
-    Key `j` is visible to query `i` (at absolute position `past_length + i`) when it is not in the future
-    and `attention_mask[b, j] == 1`. The diagonal is always visible: a query at a padded position then
-    attends to itself instead of to nothing, so its output stays finite (a NaN in a padded row would be
-    written to the KV cache and poison real tokens later through `0 * NaN`). Real tokens never see pad
-    keys, so their outputs equal transformers'.
-
-    Returns:
-        `(mask, is_causal)`: `mask` is None when no mask is needed; `is_causal` asks SDPA for its own
-        causal mask (no padding, no past).
-    """
-    total = past_length + query_length
-    if attention_mask is None:
-        if query_length == 1:
-            return None, False
-        if past_length == 0:
-            return None, True
-        attention_mask = torch.ones(1, total, dtype=torch.bool, device=device)
-    if attention_mask.dim() != 2:
-        raise ValueError(f"attention_mask must be 2-D [batch, past + new tokens], got shape {tuple(attention_mask.shape)}")
-    if attention_mask.shape[1] < total:
-        raise ValueError(
-            f"attention_mask covers {attention_mask.shape[1]} positions but past ({past_length}) + new "
-            f"({query_length}) tokens = {total}; pass a mask over the whole sequence."
-        )
-    keys_ok = attention_mask[:, -total:].to(device=device, dtype=torch.bool)  # [B, T]
-    query_pos = torch.arange(past_length, total, device=device)[:, None]  # [S, 1]
-    key_pos = torch.arange(total, device=device)[None, :]  # [1, T]
-    allowed = (key_pos <= query_pos)[None] & keys_ok[:, None, :]  # [B, S, T]
-    allowed = allowed | (key_pos == query_pos)[None]
-    return allowed[:, None], False  # [B, 1, S, T]
-
-
-def attention(
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    mask: torch.Tensor | None,
-    is_causal: bool,
-    scale: float,
-    dropout_p: float = 0.0,
-    output_attentions: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Multi-head attention over `query [B, H, S, D]`, `key`/`value [B, H_kv, T, D]` (GQA when H_kv < H).
-
-    SDPA by default; the explicit eager path runs when the probabilities are wanted
-    (`output_attentions=True`), with the softmax in float32 as transformers' eager attention.
-
-    Returns:
-        `(output [B, S, H, D], probs [B, H, S, T] or None)`.
-    """
-    groups = query.shape[1] // key.shape[1]
-    if not output_attentions:
-        out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale,
-            enable_gqa=groups > 1,
-        )  # [B, H, S, D]
-        return out.transpose(1, 2), None
-    if groups > 1:
-        key = key.repeat_interleave(groups, dim=1)  # [B, H, T, D]
-        value = value.repeat_interleave(groups, dim=1)
-    scores = torch.matmul(query, key.transpose(2, 3)) * scale  # [B, H, S, T]
-    if is_causal:
-        s, t = scores.shape[-2:]
-        mask = torch.ones(s, t, dtype=torch.bool, device=scores.device).tril(t - s)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = F.dropout(probs, p=dropout_p, training=dropout_p > 0)
-    return torch.matmul(probs, value).transpose(1, 2), probs
-
-
-def as_kv_cache(past_key_values: Any) -> KVCache | None:
-    """None, a `KVCache`, or transformers' legacy tuple of `(k, v)` `[B, H, T, D]` per layer → `KVCache`."""
-    if past_key_values is None or isinstance(past_key_values, KVCache):
-        return past_key_values
-    if isinstance(past_key_values, (tuple, list)):
-        return KVCache.from_legacy_cache(tuple(past_key_values)) if len(past_key_values) else None
-    raise TypeError(
-        f"past_key_values must be None, a pyengine KVCache or a tuple of (key, value) pairs; got "
-        f"{type(past_key_values).__name__}."
-    )
-
-
-def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Mean next-token cross entropy (transformers `ForCausalLMLoss`): labels shift left inside, in float32."""
-    labels = F.pad(labels.to(logits.device), (0, 1), value=ignore_index)[:, 1:]  # [B, S]
-    logits = logits.float()
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=ignore_index)
-
 
 # ------------------------------------------------------------------------------------------------------
 # Loading helpers

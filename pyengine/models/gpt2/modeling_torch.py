@@ -19,20 +19,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyengine.backends.torch.attention import as_kv_cache, attention, build_attention_mask
 from pyengine.backends.torch.cache import KVCache
+from pyengine.backends.torch.functional import causal_lm_loss, get_activation
 from pyengine.generation.utils import GenerationMixin
 from pyengine.modeling_outputs import (
     BaseModelOutputWithPastAndCrossAttentions,
     CausalLMOutputWithCrossAttentions,
 )
-from pyengine.modeling_utils import (
-    PreTrainedModel,
-    as_kv_cache,
-    attention,
-    build_attention_mask,
-    causal_lm_loss,
-    get_activation,
-)
+from pyengine.modeling_utils import PreTrainedModel
 from pyengine.models.gpt2 import convert
 from pyengine.models.gpt2.config import GPT2Config
 

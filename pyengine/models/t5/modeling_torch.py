@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pyengine.backends.torch.cache import KVCache
+from pyengine.backends.torch.functional import get_activation
 from pyengine.generation.utils import GenerationMixin
 from pyengine.modeling_outputs import (
     BaseModelOutput,
@@ -39,7 +40,7 @@ from pyengine.modeling_outputs import (
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
-from pyengine.modeling_utils import PreTrainedModel, get_activation
+from pyengine.modeling_utils import PreTrainedModel
 from pyengine.models.t5 import convert
 from pyengine.models.t5.config import T5Config
 
