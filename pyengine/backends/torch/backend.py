@@ -1,7 +1,9 @@
 """The PyTorch backend: array primitives for the engine and the op table for torch tensors.
 
 The op table lists implementations in preference order; `native` (plain torch, transformers' exact
-arithmetic) is always available. Accelerated C++/Triton/CUDA entries join the table in later issues.
+arithmetic) is always available. `cpp` (the C++ CPU kernels of `pyengine._C`, csrc/) comes first where it
+exists and is available when the extension loads (`_C.available()` gives the reason when not).
+Triton/CUDA entries join the table in later issues.
 """
 
 from __future__ import annotations
@@ -10,14 +12,27 @@ from typing import Any
 
 import torch
 
-from pyengine.backends.torch import native
+from pyengine.backends.torch import _C, cpp, native
 from pyengine.ops.registry import Impl, OpTable
 
 OP_NAMES = (
     "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "forced_token",
     "inf_nan_remove", "hamming_diversity", "top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores",
 )
-OPS = {name: [Impl("native", getattr(native, name))] for name in OP_NAMES}
+# Ops with a C++ kernel; each gets `cpp` ahead of `native` (forced_token and sample_from_scores stay native:
+# the first is a fill, the second must consume torch's RNG exactly as transformers does).
+CPP_OPS = (
+    "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "inf_nan_remove",
+    "top_k_mask", "top_p_mask", "min_p_mask", "argmax",
+    # issue 4: fused selection, counter-based noise, incremental n-gram state, KV cache
+    "uniform", "fused_sample", "fused_argmax", "ngram_table_init", "ngram_table_add", "ngram_ban",
+    "kv_append", "kv_reorder", "kv_append_paged", "kv_gather_paged", "kv_copy_blocks", "kv_block_prepare",
+)
+OPS = {
+    name: ([Impl("cpp", getattr(cpp, name), available=_C.available)] if name in CPP_OPS else [])
+    + [Impl("native", getattr(native, name))]
+    for name in dict.fromkeys(OP_NAMES + CPP_OPS)
+}
 
 
 class TorchBackend:

@@ -124,3 +124,133 @@ def hamming_diversity(
         freq = torch.bincount(previous, minlength=scores.shape[-1]).to(scores.device)
         out[b * group_size : (b + 1) * group_size] -= penalty * freq
     return out
+
+
+# --- issue 4: fused selection, counter-based noise, n-gram table, KV cache (plain torch fallbacks) ---
+
+
+def uniform(seed, step, row_key=0) -> torch.Tensor:
+    """`[B]` float64 counter-based uniforms (`pyengine.ops.random`): B integer hashes on the host."""
+    from pyengine.ops import random as spec
+
+    args = (torch.as_tensor(v, dtype=torch.int64).reshape(-1) for v in (seed, step, row_key))
+    cols = [t.tolist() for t in torch.broadcast_tensors(*args)]
+    return torch.tensor([spec.uniform(s, t, k) for s, t, k in zip(*cols)], dtype=torch.float64)
+
+
+def _per_row(value, batch: int, dtype: torch.dtype) -> list:
+    t = torch.as_tensor(value, dtype=dtype).reshape(-1)
+    return (t.expand(batch) if t.numel() == 1 else t).tolist()
+
+
+def _fused_logits(scores, tokens, cur_len, penalty, min_len, eos_token_ids, banned_ids) -> list[torch.Tensor]:
+    """Per row `[1, V]` float64: penalty (float32, as transformers), min-length EOS ban, banned ids."""
+    b = scores.shape[0]
+    lens = _per_row(tokens.shape[1] if cur_len is None else cur_len, b, torch.int64)
+    pens, mins = _per_row(penalty, b, torch.float64), _per_row(min_len, b, torch.int64)
+    rows = []
+    for r in range(b):
+        x = scores[r : r + 1].float()
+        if pens[r] != 1.0:
+            x = repetition_penalty(x, tokens[r : r + 1, : lens[r]], float(torch.tensor(pens[r], dtype=torch.float32)))
+        x = x.double()
+        banned = list(banned_ids) + (list(eos_token_ids) if lens[r] < mins[r] else [])
+        if banned:
+            x[:, banned] = -float("inf")
+        rows.append(x)
+    return rows
+
+
+def fused_sample(
+    scores, tokens, cur_len=None, penalty=1.0, min_len=0, eos_token_ids=(), banned_ids=(), temperature=1.0,
+    top_k=0, top_p=1.0, min_p=0.0, seed=0, step=0, min_tokens_to_keep=1,
+) -> torch.Tensor:
+    """`pyengine.ops.fused.fused_sample` with the native warpers, one row at a time (float64)."""
+    b = scores.shape[0]
+    temps, ks = _per_row(temperature, b, torch.float64), _per_row(top_k, b, torch.int64)
+    ps, mps = _per_row(top_p, b, torch.float64), _per_row(min_p, b, torch.float64)
+    u = uniform(_per_row(seed, b, torch.int64), _per_row(step, b, torch.int64)).tolist()
+    out = torch.zeros(b, dtype=torch.int64)
+    for r, x in enumerate(_fused_logits(scores, tokens, cur_len, penalty, min_len, eos_token_ids, banned_ids)):
+        if not torch.isfinite(x).any():
+            continue
+        x = x / temps[r]
+        if ks[r] > 0:
+            x = top_k_mask(x, ks[r], -float("inf"), min_tokens_to_keep)
+        if ps[r] < 1.0:
+            x = top_p_mask(x, ps[r], -float("inf"), min_tokens_to_keep)
+        if mps[r] > 0.0:
+            x = min_p_mask(x, mps[r], -float("inf"), min_tokens_to_keep)
+        probs = torch.softmax(x[0], dim=-1)
+        cdf = torch.cumsum(probs, dim=-1)
+        pick = int((cdf <= u[r] * cdf[-1]).sum())
+        out[r] = min(pick, int(torch.nonzero(probs > 0).max()))
+    return out
+
+
+def fused_argmax(scores, tokens, cur_len=None, penalty=1.0, min_len=0, eos_token_ids=(), banned_ids=()) -> torch.Tensor:
+    rows = _fused_logits(scores, tokens, cur_len, penalty, min_len, eos_token_ids, banned_ids)
+    return torch.cat([torch.argmax(x, dim=-1) for x in rows])
+
+
+def ngram_table_init(batch: int, max_len: int) -> torch.Tensor:
+    from pyengine.ops import ngram as spec
+
+    return torch.from_numpy(spec.ngram_table_init(batch, max_len))
+
+
+def ngram_table_add(table: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    """The reference's table update on the tensor's memory (CPU): the same layout as the C++ kernel."""
+    from pyengine.ops import ngram as spec
+
+    spec.ngram_table_add(table.numpy(), tokens.cpu().numpy(), ngram_size)
+    return table
+
+
+def ngram_ban(scores: torch.Tensor, table: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    from pyengine.ops import ngram as spec
+
+    out = scores.clone()
+    n, t = ngram_size, tokens.shape[1]
+    if t < n - 1:
+        return out
+    for b, hist in enumerate(tokens.tolist()):
+        prefix = hist[t - n + 1 :]
+        h = spec.hash_tokens(prefix)
+        banned = [hist[pos + n - 1] for sh, pos, _ in spec._probe(table[b].numpy(), h) if sh == h and hist[pos : pos + n - 1] == prefix]
+        if banned:
+            out[b, banned] = -float("inf")
+    return out
+
+
+def kv_append(cache: torch.Tensor, values: torch.Tensor, start: int) -> None:
+    cache[:, :, start : start + values.shape[2]] = values
+
+
+def kv_reorder(cache: torch.Tensor, index: torch.Tensor) -> None:
+    cache.copy_(cache.index_select(0, index))
+
+
+def kv_append_paged(pool: torch.Tensor, block_table: torch.Tensor, values: torch.Tensor, start: int) -> None:
+    p = pool.shape[2]
+    pos = torch.arange(start, start + values.shape[2])
+    blocks = block_table[:, pos // p]  # [B, s]
+    pool[blocks, :, pos % p] = values.transpose(1, 2)  # values as [B, s, H, D]
+
+
+def kv_gather_paged(pool: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    p = pool.shape[2]
+    pos = torch.arange(length)
+    return pool[block_table[:, pos // p], :, pos % p].transpose(1, 2).contiguous()  # [B, H, length, D]
+
+
+def kv_copy_blocks(pool: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> None:
+    pool[dst] = pool[src]
+
+
+def kv_block_prepare(block_table, index, length, count, block_size, num_blocks):
+    """The reference's bookkeeping (ints only, on the host)."""
+    from pyengine.ops import kv_cache as spec
+
+    out = spec.kv_block_prepare(block_table.cpu().numpy(), index.cpu().numpy(), length, count, block_size, num_blocks)
+    return tuple(torch.from_numpy(a) for a in out)

@@ -1,0 +1,84 @@
+// Small vector helpers shared by the CPU kernels: AVX-512 when the compiler targets it, scalar otherwise.
+//
+// Header-only, no torch: the kernels in this folder see raw pointers and lengths. Every helper has a
+// scalar path with the same results (up to the last bits of exp), so a build without AVX-512 is correct.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#define PYENGINE_AVX512 1
+#else
+#define PYENGINE_AVX512 0
+#endif
+
+namespace pyengine {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Largest value of x[0, n), ignoring NaN; -inf for an empty or all -inf/NaN row.
+inline float row_max(const float* x, int64_t n) {
+  int64_t i = 0;
+  float best = kNegInf;
+#if PYENGINE_AVX512
+  __m512 acc = _mm512_set1_ps(kNegInf);
+  for (; i + 16 <= n; i += 16) acc = _mm512_max_ps(_mm512_loadu_ps(x + i), acc);  // NaN in x loses
+  best = _mm512_reduce_max_ps(acc);
+#endif
+  for (; i < n; ++i) best = x[i] > best ? x[i] : best;
+  return best;
+}
+
+#if PYENGINE_AVX512
+// exp(a) for a <= 0 in double lanes, relative error ~1e-11. Arguments below -760 (and -inf) give exactly 0.
+// Double precision because the probabilities feed a CDF compared against a 53-bit uniform: a float exp of
+// an argument near -20 would be off by ~1e-6 relative, visible as a different token at CDF near-ties.
+inline __m512d exp_neg_pd(__m512d a) {
+  a = _mm512_max_pd(a, _mm512_set1_pd(-760.0));
+  const __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(a, _mm512_set1_pd(1.4426950408889634)),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(6.93147180369123816490e-01), a);  // Cody-Waite hi
+  r = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.90821492927058770002e-10), r);          // and lo
+  // Taylor to degree 10 on |r| <= ln2/2: truncation error < 1e-12.
+  __m512d p = _mm512_set1_pd(1.0 / 3628800.0);
+  const double c[] = {1.0 / 362880.0, 1.0 / 40320.0, 1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0,
+                      1.0 / 24.0,     1.0 / 6.0,     0.5,           1.0,          1.0};
+  for (double ci : c) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(ci));
+  return _mm512_scalef_pd(p, n);  // p * 2^n; underflows to 0 below 2^-1075
+}
+#endif
+
+// e[i] = exp((x[i] - m) * inv_t) in double, returns the sum. x - m <= 0 for every finite x when m is the max.
+inline double exp_store(const float* x, int64_t n, double m, double inv_t, double* e) {
+  int64_t i = 0;
+  double sum = 0.0;
+#if PYENGINE_AVX512
+  const __m512d vm = _mm512_set1_pd(m), vt = _mm512_set1_pd(inv_t);
+  __m512d acc = _mm512_setzero_pd();
+  for (; i + 8 <= n; i += 8) {
+    const __m512d xd = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+    const __m512d v = exp_neg_pd(_mm512_mul_pd(_mm512_sub_pd(xd, vm), vt));
+    _mm512_storeu_pd(e + i, v);
+    acc = _mm512_add_pd(acc, v);
+  }
+  sum = _mm512_reduce_add_pd(acc);
+#endif
+  for (; i < n; ++i) {
+    e[i] = std::exp((static_cast<double>(x[i]) - m) * inv_t);
+    sum += e[i];
+  }
+  return sum;
+}
+
+// Appends the values x[i] > thr to buf (keeping index order) and returns the new size.
+inline int64_t append_greater(const float* x, int64_t n, float thr, float* buf, int64_t size) {
+  for (int64_t i = 0; i < n; ++i)
+    if (x[i] > thr) buf[size++] = x[i];
+  return size;
+}
+
+}  // namespace pyengine

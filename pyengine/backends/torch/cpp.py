@@ -1,0 +1,241 @@
+"""The C++ CPU implementations (`torch.ops.pyengine.*`, built from csrc/): thin wrappers, same signatures.
+
+Each wrapper keeps its op's Python signature (the native one in `native.py`), converts arguments to the
+schema's types and calls the kernel. The kernels cover float32 scores on the CPU, the engine's logits;
+scores of another float dtype or on another device go to the native implementation, so the op's
+contract holds for every input native accepts. Everything else that is wrong (integer scores, shapes,
+ids out of range) raises a RuntimeError naming the op and the argument, from TORCH_CHECKs that run
+before any kernel touches memory.
+
+`register_fakes()` gives torch.compile the output shapes; `_C.py` calls it once the library is loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from pyengine.backends.torch import _C, native
+from pyengine.ops import ngram as ngram_spec
+
+
+class _Library:
+    """`torch.ops.pyengine`, loading the extension on first use; raises with the reason when it cannot."""
+
+    ready = False
+
+    def __getattr__(self, name: str):
+        if not _Library.ready:
+            reason = _C.available()
+            if reason is not None:
+                raise RuntimeError(f"the pyengine C++ extension is unavailable: {reason}")
+            _Library.ready = True
+        return getattr(torch.ops.pyengine, name)
+
+
+_ops = _Library()
+
+
+def _native_only(scores: torch.Tensor) -> bool:
+    """Scores the kernels do not cover but native does: other float dtypes, other devices."""
+    return scores.device.type != "cpu" or (scores.dtype != torch.float32 and scores.is_floating_point())
+
+
+def temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    if _native_only(scores):
+        return native.temperature(scores, temperature)
+    return _ops.temperature(scores, float(temperature))
+
+
+def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: float) -> torch.Tensor:
+    if _native_only(scores):
+        return native.repetition_penalty(scores, tokens, penalty)
+    return _ops.repetition_penalty(scores, tokens, float(penalty))
+
+
+def min_length(scores: torch.Tensor, cur_len: int, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
+    if cur_len >= min_len or _native_only(scores):  # nothing to ban: no copy, as native
+        return native.min_length(scores, cur_len, min_len, eos_token_ids)
+    return _ops.min_length(scores, int(cur_len), int(min_len), [int(i) for i in eos_token_ids])
+
+
+def no_repeat_ngram(scores: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    if tokens.shape[1] + 1 < ngram_size or _native_only(scores):
+        return native.no_repeat_ngram(scores, tokens, ngram_size)
+    return _ops.no_repeat_ngram(scores, tokens, int(ngram_size))
+
+
+def bad_words(scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    if _native_only(scores):
+        return native.bad_words(scores, tokens, bad_words_ids)
+    flat = [int(t) for word in bad_words_ids for t in word]
+    return _ops.bad_words(scores, tokens, flat, [len(word) for word in bad_words_ids])
+
+
+def forced_token(scores: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+    return native.forced_token(scores, token_ids)
+
+
+def inf_nan_remove(scores: torch.Tensor) -> torch.Tensor:
+    if _native_only(scores):
+        return native.inf_nan_remove(scores)
+    return _ops.inf_nan_remove(scores)
+
+
+def top_k_mask(
+    scores: torch.Tensor, top_k: int, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1
+) -> torch.Tensor:
+    if _native_only(scores):
+        return native.top_k_mask(scores, top_k, filter_value, min_tokens_to_keep)
+    return _ops.top_k_mask(scores, int(top_k), float(filter_value), int(min_tokens_to_keep))
+
+
+def top_p_mask(
+    scores: torch.Tensor, top_p: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1
+) -> torch.Tensor:
+    if _native_only(scores):
+        return native.top_p_mask(scores, top_p, filter_value, min_tokens_to_keep)
+    return _ops.top_p_mask(scores, float(top_p), float(filter_value), int(min_tokens_to_keep))
+
+
+def min_p_mask(
+    scores: torch.Tensor, min_p: float, filter_value: float = -float("inf"), min_tokens_to_keep: int = 1
+) -> torch.Tensor:
+    if _native_only(scores):
+        return native.min_p_mask(scores, min_p, filter_value, min_tokens_to_keep)
+    return _ops.min_p_mask(scores, float(min_p), float(filter_value), int(min_tokens_to_keep))
+
+
+def argmax(scores: torch.Tensor) -> torch.Tensor:
+    if _native_only(scores):
+        return native.argmax(scores)
+    return _ops.argmax(scores)
+
+
+def uniform(seed, step, row_key=0) -> torch.Tensor:
+    """`[B]` float64 uniforms for per-row (seed, step, row_key); see `pyengine.ops.random`."""
+    args = (torch.as_tensor(v, dtype=torch.int64).reshape(-1) for v in (seed, step, row_key))
+    seed, step, key = (t.contiguous() for t in torch.broadcast_tensors(*args))
+    return _ops.uniform(seed, step, key)
+
+
+def _rows(value, batch: int, dtype: torch.dtype) -> torch.Tensor:
+    """A per-row parameter (scalar, sequence or tensor) as a contiguous `[B]` CPU tensor."""
+    t = torch.as_tensor(value, dtype=dtype, device="cpu").reshape(-1)
+    return t.expand(batch).contiguous() if t.numel() == 1 else t.contiguous()
+
+
+def fused_sample(
+    scores: torch.Tensor,
+    tokens: torch.Tensor,
+    cur_len=None,
+    penalty=1.0,
+    min_len=0,
+    eos_token_ids: Sequence[int] = (),
+    banned_ids: Sequence[int] = (),
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    seed=0,
+    step=0,
+    min_tokens_to_keep: int = 1,
+) -> torch.Tensor:
+    """Processors + draw in one call, `[B]` int64; spec: `pyengine.ops.fused.fused_sample`."""
+    if _native_only(scores):
+        return native.fused_sample(scores, tokens, cur_len, penalty, min_len, eos_token_ids, banned_ids,
+                                   temperature, top_k, top_p, min_p, seed, step, min_tokens_to_keep)
+    b = scores.shape[0]
+    f64, i64 = torch.float64, torch.int64
+    return _ops.fused_sample(
+        scores, tokens, _rows(tokens.shape[1] if cur_len is None else cur_len, b, i64), _rows(penalty, b, f64),
+        _rows(min_len, b, i64), [int(i) for i in eos_token_ids], [int(i) for i in banned_ids],
+        _rows(temperature, b, f64), _rows(top_k, b, i64), _rows(top_p, b, f64), _rows(min_p, b, f64),
+        _rows(seed, b, i64), _rows(step, b, i64), int(min_tokens_to_keep),
+    )
+
+
+def fused_argmax(
+    scores: torch.Tensor,
+    tokens: torch.Tensor,
+    cur_len=None,
+    penalty=1.0,
+    min_len=0,
+    eos_token_ids: Sequence[int] = (),
+    banned_ids: Sequence[int] = (),
+) -> torch.Tensor:
+    """Processors + argmax, `[B]` int64; spec: `pyengine.ops.fused.fused_argmax`."""
+    if _native_only(scores):
+        return native.fused_argmax(scores, tokens, cur_len, penalty, min_len, eos_token_ids, banned_ids)
+    b = scores.shape[0]
+    return _ops.fused_argmax(
+        scores, tokens, _rows(tokens.shape[1] if cur_len is None else cur_len, b, torch.int64),
+        _rows(penalty, b, torch.float64), _rows(min_len, b, torch.int64),
+        [int(i) for i in eos_token_ids], [int(i) for i in banned_ids],
+    )
+
+
+def ngram_table_init(batch: int, max_len: int) -> torch.Tensor:
+    """An empty `[B, 1 + 2C]` int64 table; layout in `pyengine.ops.ngram`."""
+    return torch.zeros(batch, 1 + 2 * ngram_spec.capacity(max_len), dtype=torch.int64)
+
+
+def ngram_table_add(table: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    """Records the history's new n-grams in `table` (in place); returns it."""
+    _ops.ngram_table_add(table, tokens, int(ngram_size))
+    return table
+
+
+def ngram_ban(scores: torch.Tensor, table: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
+    return _ops.ngram_ban(scores, table, tokens, int(ngram_size))
+
+
+def kv_append(cache: torch.Tensor, values: torch.Tensor, start: int) -> None:
+    _ops.kv_append(cache, values, int(start))
+
+
+def kv_reorder(cache: torch.Tensor, index: torch.Tensor) -> None:
+    _ops.kv_reorder(cache, index)
+
+
+def kv_append_paged(pool: torch.Tensor, block_table: torch.Tensor, values: torch.Tensor, start: int) -> None:
+    _ops.kv_append_paged(pool, block_table, values, int(start))
+
+
+def kv_gather_paged(pool: torch.Tensor, block_table: torch.Tensor, length: int) -> torch.Tensor:
+    return _ops.kv_gather_paged(pool, block_table, int(length))
+
+
+def kv_copy_blocks(pool: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> None:
+    _ops.kv_copy_blocks(pool, src, dst)
+
+
+def kv_block_prepare(
+    block_table: torch.Tensor, index: torch.Tensor, length: int, count: int, block_size: int, num_blocks: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _ops.kv_block_prepare(block_table, index, int(length), int(count), int(block_size), int(num_blocks))
+
+
+_SAME_AS_SCORES = (
+    "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "inf_nan_remove",
+    "top_k_mask", "top_p_mask", "min_p_mask", "ngram_ban",
+)
+_ONE_ID_PER_ROW = ("argmax", "fused_sample", "fused_argmax")
+
+
+def register_fakes() -> None:
+    """Output shapes for torch.compile / meta tensors (the in-place ops need none). Runs once."""
+    if getattr(register_fakes, "done", False):
+        return
+    register_fakes.done = True  # type: ignore[attr-defined]
+    for name in _SAME_AS_SCORES:
+        torch.library.register_fake(f"pyengine::{name}")(lambda scores, *args: torch.empty_like(scores))
+    for name in _ONE_ID_PER_ROW:
+        torch.library.register_fake(f"pyengine::{name}")(
+            lambda scores, *args: scores.new_empty(scores.shape[:1], dtype=torch.int64)
+        )
+    torch.library.register_fake("pyengine::uniform")(lambda seed, step, key: seed.new_empty(seed.shape, dtype=torch.float64))
+    torch.library.register_fake("pyengine::kv_gather_paged")(
+        lambda pool, table, length: pool.new_empty((table.shape[0], pool.shape[1], length, pool.shape[3]))
+    )
