@@ -51,14 +51,17 @@ def run(
             step_fn.idle(history)
             continue
         logits = step_fn(history)  # [B, V] float32
-        scores = logits
-        for spec in plan.processors:
-            scores = spec(ops, history, scores)
-        if plan.output_scores:
-            scores_out.append(scores)
         if plan.output_logits:
             logits_out.append(logits)
-        next_tokens = backend.sample(scores, rng) if plan.strategy == "sample" else ops.argmax(scores)  # [B]
+        if plan.fused_select is not None:  # greedy: processors + argmax in one pass
+            next_tokens = plan.fused_select(ops, history, logits)
+        else:
+            scores = logits
+            for spec in plan.processors:
+                scores = spec(ops, history, scores)
+            if plan.output_scores:
+                scores_out.append(scores)
+            next_tokens = backend.sample(scores, rng) if plan.strategy == "sample" else ops.argmax(scores)  # [B]
         if plan.eos_token_ids:
             next_tokens = backend.where(finished, plan.pad_token_id, next_tokens)
             finished = backend.logical_or(finished, backend.isin(next_tokens, list(plan.eos_token_ids)))

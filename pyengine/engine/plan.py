@@ -30,6 +30,7 @@ class DecodePlan:
         max_time: seconds after which every row stops (None: no limit).
         output_scores / output_logits: keep processed scores / raw logits of every step.
         sync: synced_gpus: `sync(this_process_done) -> every_process_done` (a collective); None = alone.
+        fused_select: when set, replaces the processor chain and the argmax (same tokens, one pass).
     """
 
     strategy: str
@@ -42,6 +43,7 @@ class DecodePlan:
     output_scores: bool = False
     output_logits: bool = False
     sync: Callable[[bool], bool] | None = None
+    fused_select: Any = None  # greedy: processors + argmax in one op (see fuse_greedy), or None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -72,6 +74,7 @@ def build_plan(
     # An EOS id outside the vocabulary can never be produced; transformers accepts it (tiny test configs
     # keep GPT-2's 50256), so we do too: such rows simply run to max_length.
     eos = tuple(int(e) for e in eos_token_ids)
+    live_eos = tuple(e for e in eos if 0 <= e < vocab_size)  # the ones a min-length ban can apply to
     specs: list[Any] = []
     if config.diversity_penalty and config.num_beam_groups > 1:
         specs.append(P.HammingDiversity(float(config.diversity_penalty), int(config.num_beams), int(config.num_beam_groups)))
@@ -88,17 +91,20 @@ def build_plan(
         _check_ids("bad_words_ids", [t for w in words for t in w], vocab_size)
         if words:
             specs.append(P.BadWords(words))
-    if config.min_length and eos:
-        specs.append(P.MinLength(int(config.min_length), eos))
-    if config.min_new_tokens and eos:
-        specs.append(P.MinNewTokens(prompt_length, int(config.min_new_tokens), eos))
+    if config.min_length and live_eos:
+        specs.append(P.MinLength(int(config.min_length), live_eos))
+    if config.min_new_tokens and live_eos:
+        specs.append(P.MinNewTokens(prompt_length, int(config.min_new_tokens), live_eos))
     if "prefix_constrained" in extra:
         specs.append(P.Custom(extra["prefix_constrained"]))
     if config.forced_bos_token_id is not None:
+        _check_ids("forced_bos_token_id", [int(config.forced_bos_token_id)], vocab_size)
         specs.append(P.ForcedBOS(int(config.forced_bos_token_id)))
     if config.forced_eos_token_id is not None:
         forced = config.forced_eos_token_id
-        specs.append(P.ForcedEOS(config.max_length, tuple(forced) if isinstance(forced, list) else (int(forced),)))
+        forced = tuple(forced) if isinstance(forced, list) else (int(forced),)
+        _check_ids("forced_eos_token_id", forced, vocab_size)
+        specs.append(P.ForcedEOS(config.max_length, forced))
     if config.remove_invalid_values:
         specs.append(P.InfNanRemove())
     specs.extend(custom_processors)  # already specs: recognised ones as ops, the rest wrapped in Custom
@@ -106,7 +112,7 @@ def build_plan(
         # Beam sampling keeps at least one non-EOS continuation per beam (transformers' rule).
         min_keep = (len(eos) + 1 if eos else 2) if num_beams > 1 else 1
         specs.extend(_warpers(config, min_keep=min_keep))
-    return DecodePlan(
+    plan = DecodePlan(
         strategy="sample" if config.do_sample else "greedy",
         processors=specs,
         max_length=int(config.max_length),
@@ -117,6 +123,35 @@ def build_plan(
         output_scores=bool(config.return_dict_in_generate and config.output_scores),
         output_logits=bool(config.return_dict_in_generate and config.output_logits),
     )
+    if num_beams == 1:
+        plan.fused_select = fuse_greedy(plan)
+    return plan
+
+
+def fuse_greedy(plan: DecodePlan) -> P.FusedArgmax | None:
+    """The fused greedy selection equivalent to `plan`'s processors, or None when it has others.
+
+    Fusable: repetition penalty, min length / min new tokens, single-token bad words (and the warpers,
+    which never move the argmax). Anything else (n-gram bans, forced tokens, user processors, ...) or a
+    request for per-step scores keeps the step-by-step chain.
+    """
+    if plan.strategy != "greedy" or plan.output_scores:
+        return None
+    fused: dict[str, Any] = {}
+    for spec in plan.processors:
+        if getattr(spec, "argmax_invariant", False):
+            continue
+        if isinstance(spec, P.RepetitionPenalty) and "penalty" not in fused:
+            fused["penalty"] = spec.penalty
+        elif isinstance(spec, P.MinLength) and "min_len" not in fused:
+            fused.update(min_len=spec.min_length, eos_token_ids=spec.eos_token_ids)
+        elif isinstance(spec, P.MinNewTokens) and "min_len" not in fused:
+            fused.update(min_len=spec.prompt_length + spec.min_new_tokens, eos_token_ids=spec.eos_token_ids)
+        elif isinstance(spec, P.BadWords) and all(len(w) == 1 for w in spec.bad_words_ids) and "banned_ids" not in fused:
+            fused["banned_ids"] = tuple(w[0] for w in spec.bad_words_ids)
+        else:
+            return None
+    return P.FusedArgmax(**fused)
 
 
 def _warpers(config: Any, min_keep: int) -> list[Any]:

@@ -180,6 +180,23 @@ def _takes_extra(fn: Callable[..., Any]) -> bool:
     return len(inspect.signature(target).parameters) > 2
 
 
+@dataclass(frozen=True)
+class FusedArgmax:
+    """Greedy selection with the processors the fused kernel knows, in one pass (`ops.fused_argmax`).
+
+    Built by `plan.fuse_greedy` only when it gives the same token as the processor chain + argmax:
+    repetition penalty, then min-length EOS ban, then single-token bans; ties go to the lowest id.
+    """
+
+    penalty: float = 1.0
+    min_len: int = 0
+    eos_token_ids: tuple[int, ...] = ()
+    banned_ids: tuple[int, ...] = ()
+
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
+        return ops.fused_argmax(scores, tokens, None, self.penalty, self.min_len, self.eos_token_ids, self.banned_ids)
+
+
 def apply(spec: Any, ops: OpTable, tokens: Array, scores: Array, **context: Any) -> Array:
     """Call `spec`, passing `context` only to the specs that take it."""
     if context and getattr(spec, "accepts_context", False):

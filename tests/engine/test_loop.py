@@ -127,3 +127,40 @@ def test_plan_order_follows_transformers():
 def test_generation_config_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
         GenerationConfig(**kwargs)
+
+
+def test_fuse_greedy_only_when_equivalent():
+    from pyengine.engine.plan import fuse_greedy
+
+    def plan(*specs, **kw):
+        return DecodePlan("greedy", list(specs), max_length=5, eos_token_ids=(EOS,), pad_token_id=PAD, **kw)
+
+    fused = fuse_greedy(plan(P.RepetitionPenalty(1.3), P.BadWords(((4,), (6,))), P.MinLength(3, (EOS,))))
+    assert fused == P.FusedArgmax(1.3, 3, (EOS,), (4, 6))
+    assert fuse_greedy(plan(P.NoRepeatNGram(2))) is None
+    assert fuse_greedy(plan(P.BadWords(((4, 5),)))) is None
+    assert fuse_greedy(plan(P.RepetitionPenalty(1.3), output_scores=True)) is None
+
+
+@pytest.mark.parametrize("name", backends())
+def test_fused_greedy_equals_the_processor_chain(name):
+    """Random logits over many steps: the fused selection picks exactly the chain's argmax."""
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((64, V)).astype(np.float32)
+
+    def step(history):
+        h = to_numpy(history)
+        return to_backend(name, table[(h.sum(axis=1) * 7 + h.shape[1]) % 64])
+
+    specs = [P.RepetitionPenalty(1.7), P.BadWords(((2,), (5,))), P.MinLength(6, (EOS,))]
+    prompt = to_backend(name, np.array([[1, 3], [4, 4], [7, 8]]))
+    outs = []
+    for fused in (False, True):
+        plan = DecodePlan("greedy", specs, max_length=12, eos_token_ids=(EOS,), pad_token_id=PAD)
+        if fused:
+            from pyengine.engine.plan import fuse_greedy
+
+            plan.fused_select = fuse_greedy(plan)
+            assert plan.fused_select is not None
+        outs.append(to_numpy(loop.run(plan, step, make_backend(name), prompt).sequences))
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pyengine.ops import logits, sampling
+from pyengine.ops import fused, logits, sampling
 from pyengine.ops.registry import Impl, OpTable
 
 OPS = {
@@ -16,6 +16,7 @@ OPS = {
         (logits, ("temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "forced_token",
                   "inf_nan_remove", "hamming_diversity")),
         (sampling, ("top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores")),
+        (fused, ("fused_argmax", "fused_sample")),
     )
     for name in names
 }
