@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import numbers
 import os
 from typing import Any
 
@@ -91,6 +92,18 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 EXTRA_OUTPUT_FLAGS = ("output_attentions", "output_hidden_states", "output_scores", "output_logits")
+# Type-checked before the range checks below, so `max_new_tokens="3"` names the argument instead of
+# failing inside a comparison or a tensor allocation.
+_INT_FIELDS = ("max_length", "max_new_tokens", "min_length", "min_new_tokens", "num_beams", "num_beam_groups",
+               "num_return_sequences", "no_repeat_ngram_size")
+_REAL_FIELDS = ("temperature", "top_p", "min_p", "repetition_penalty")
+
+
+
+def _check_type(name: str, value: Any, kind: type, what: str) -> None:
+    """None passes (field unset); bools are refused although Python counts them as ints."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise ValueError(f"`{name}` has to be {what}, but is {value!r}.")
 
 
 class GenerationConfig:
@@ -118,6 +131,10 @@ class GenerationConfig:
     # -- validation -----------------------------------------------------------------------------------
     def validate(self) -> None:
         """Reject values no strategy can run with; messages say which argument and what to pass."""
+        for name in _INT_FIELDS:
+            _check_type(name, getattr(self, name), numbers.Integral, "an integer")
+        for name in _REAL_FIELDS:
+            _check_type(name, getattr(self, name), numbers.Real, "a number")
         if self.max_new_tokens is not None and self.max_new_tokens < 0:
             raise ValueError(f"`max_new_tokens` must be greater than or equal to 0, but is {self.max_new_tokens}.")
         if self.max_length is not None and self.max_length < 0:
@@ -128,12 +145,12 @@ class GenerationConfig:
             raise ValueError(f"`top_k` has to be a non-negative integer, but is {self.top_k}.")
         if self.min_p is not None and not (0.0 <= float(self.min_p) <= 1.0):
             raise ValueError(f"`min_p` has to be a float in [0, 1], but is {self.min_p}.")
-        if self.temperature is not None and self.do_sample and float(self.temperature) <= 0.0:
+        if self.temperature is not None and self.do_sample and not float(self.temperature) > 0.0:  # NaN too
             raise ValueError(
                 f"`temperature` (={self.temperature}) has to be a strictly positive float when sampling; "
                 "for greedy decoding pass `do_sample=False` instead."
             )
-        if self.repetition_penalty is not None and float(self.repetition_penalty) <= 0.0:
+        if self.repetition_penalty is not None and not float(self.repetition_penalty) > 0.0:  # NaN too
             raise ValueError(f"`repetition_penalty` has to be a strictly positive float, but is {self.repetition_penalty}.")
         if self.num_beams is None or self.num_beams < 1:
             raise ValueError(f"`num_beams` has to be a positive integer, but is {self.num_beams}.")

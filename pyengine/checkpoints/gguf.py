@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import mmap
 import os
 import re
@@ -26,6 +27,15 @@ import numpy as np
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 DEFAULT_ALIGNMENT = 32
+# llama.cpp's GGML_MAX_DIMS; a header asking for more is damaged, not a bigger tensor.
+MAX_DIMS = 4
+# Nested metadata arrays (an array of arrays of ...) deeper than this are refused, not recursed into.
+MAX_ARRAY_DEPTH = 8
+# Fewest bytes one metadata entry (key length, empty key, value type, 1-byte value) and one tensor info
+# (name length, empty name, n_dims, type, offset) take: counts that cannot fit in the file are refused
+# before any loop runs over them.
+_MIN_KV_BYTES = 8 + 4 + 1
+_MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8
 
 
 class GGUFValueType(enum.IntEnum):
@@ -323,7 +333,7 @@ class GGUFFile:
     def raw_tensor(self, name: str) -> np.ndarray:
         """The tensor's bytes as a read-only uint8 view into the memory map (no copy)."""
         info = self._info(name)
-        size = _nbytes(info.ggml_type, int(np.prod(info.shape)), name)
+        size = _nbytes(info.ggml_type, math.prod(info.shape), name)
         return np.frombuffer(self._buffer, dtype=np.uint8, count=size, offset=self.data_offset + info.offset)
 
     def load_tensor(self, name: str) -> np.ndarray:
@@ -376,13 +386,21 @@ class _Cursor:
         self.pos += size
         return out
 
+    def require(self, count: int, min_bytes: int, what: str) -> None:
+        """Raises when `count` items of at least `min_bytes` each cannot fit in the rest of the file."""
+        if count * min_bytes > len(self.buffer) - self.pos:
+            raise ValueError(
+                f"{self.path}: header claims {count} {what} but only {len(self.buffer) - self.pos} bytes are "
+                "left; the file is truncated or corrupt, re-download the GGUF file."
+            )
+
     def truncated(self) -> ValueError:
         return ValueError(
             f"{self.path} is truncated (header ends at byte {self.pos}); re-download the GGUF file."
         )
 
 
-def _read_value(cur: _Cursor, value_type: int) -> Any:
+def _read_value(cur: _Cursor, value_type: int, depth: int = 0) -> Any:
     """Reads one metadata value of the given type (arrays recurse on their element type)."""
     if value_type == GGUFValueType.STRING:
         return cur.string()
@@ -391,7 +409,12 @@ def _read_value(cur: _Cursor, value_type: int) -> Any:
         if elem_type in _SCALAR_DTYPES:
             values = cur.array(_SCALAR_DTYPES[GGUFValueType(elem_type)], count).tolist()
             return [bool(v) for v in values] if elem_type == GGUFValueType.BOOL else values
-        return [_read_value(cur, elem_type) for _ in range(count)]
+        if depth >= MAX_ARRAY_DEPTH:
+            raise ValueError(f"{cur.path}: metadata arrays nested deeper than {MAX_ARRAY_DEPTH}; file is corrupt.")
+        # Every string / array element takes at least 8 bytes: a count the file cannot hold is refused
+        # up front rather than discovered after building millions of elements.
+        cur.require(count, 8, "array elements")
+        return [_read_value(cur, elem_type, depth + 1) for _ in range(count)]
     if value_type in _SCALAR_DTYPES:
         value = cur.array(_SCALAR_DTYPES[GGUFValueType(value_type)], 1)[0].item()
         return bool(value) if value_type == GGUFValueType.BOOL else value
@@ -426,7 +449,8 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
         The parsed file; tensors are read lazily with `GGUFFile.load_tensor`.
 
     Raises:
-        ValueError: Not a GGUF file, unsupported version, or truncated.
+        ValueError: Not a GGUF file, unsupported version, truncated, or a header whose counts, sizes,
+            dims or alignment cannot be right (refused before anything that large is allocated).
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -435,6 +459,8 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
         buffer = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     cur = _Cursor(buffer, path)
     version, n_tensors, n_kv = _read_preamble(cur)
+    cur.require(n_kv, _MIN_KV_BYTES, "metadata entries")
+    cur.require(n_tensors, _MIN_TENSOR_INFO_BYTES, "tensors")
     metadata: dict[str, Any] = {}
     for _ in range(n_kv):
         key = cur.string()
@@ -443,20 +469,32 @@ def read_gguf(path: str | os.PathLike) -> GGUFFile:
     for _ in range(n_tensors):
         name = cur.string()
         n_dims = cur.unpack("<I")
+        if n_dims > MAX_DIMS:
+            raise ValueError(f"{path}: tensor {name!r} claims {n_dims} dimensions (at most {MAX_DIMS}); file is corrupt.")
         dims = [int(d) for d in cur.array("<u8", n_dims)]
         ggml_type, offset = cur.unpack("<I"), cur.unpack("<Q")
         tensors[name] = GGUFTensorInfo(name, tuple(reversed(dims)), ggml_type, offset)
-    alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT))
+    alignment = _alignment(path, metadata.get("general.alignment", DEFAULT_ALIGNMENT))
     data_offset = -(-cur.pos // alignment) * alignment  # round up to the alignment
     gguf = GGUFFile(path, version, metadata, tensors, alignment, data_offset, buffer)
     _check_extents(gguf, len(buffer))
     return gguf
 
 
+def _alignment(path: str, value: Any) -> int:
+    """`general.alignment` must be a positive integer (the spec says a power of two); 0 would divide by zero."""
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or value & (value - 1):
+        raise ValueError(f"{path}: general.alignment is {value!r}, not a positive power of two; file is corrupt.")
+    return value
+
+
 def _check_extents(gguf: GGUFFile, file_size: int) -> None:
-    """Fails early, naming the tensor, when the file is too short for the data the header describes."""
+    """Fails early, naming the tensor, when the file is too short for the data the header describes.
+
+    Sizes are Python ints (`math.prod`), so huge dims cannot wrap around int64 into a small size.
+    """
     for info in gguf.tensors.values():
-        size = nbytes_or_none(info.ggml_type, int(np.prod(info.shape)))
+        size = nbytes_or_none(info.ggml_type, math.prod(info.shape))
         if size is not None and gguf.data_offset + info.offset + size > file_size:
             raise ValueError(
                 f"{gguf.path} is truncated: tensor {info.name!r} ends past the end of the file "
@@ -557,7 +595,7 @@ def load_gguf_config(path: str | os.PathLike | GGUFFile) -> dict[str, Any]:
     """The transformers-style config dict of a GGUF model, without dequantizing any tensor.
 
     Raises:
-        ValueError: The architecture is not supported.
+        ValueError: The architecture is not supported, or its metadata is missing or invalid.
     """
     gguf = path if isinstance(path, GGUFFile) else read_gguf(path)
     arch = gguf.metadata.get("general.architecture")
@@ -565,7 +603,13 @@ def load_gguf_config(path: str | os.PathLike | GGUFFile) -> dict[str, Any]:
         raise ValueError(
             f"GGUF architecture {arch} is not supported; supported: {', '.join(SUPPORTED_ARCHITECTURES)}"
         )
-    return llama_config_from_gguf(gguf)
+    try:
+        return llama_config_from_gguf(gguf)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+        raise ValueError(
+            f"{gguf.path}: the llama metadata is missing or invalid ({type(exc).__name__}: {exc}); "
+            "re-convert the model with llama.cpp's convert_hf_to_gguf.py."
+        ) from exc
 
 
 def load_gguf_checkpoint(path: str | os.PathLike | GGUFFile) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -260,7 +260,10 @@ def _resolve_shards(path_or_repo_id: str, index_file: str, options: HubOptions) 
         raise OSError(
             f"{index_file} is not a valid checkpoint index (no 'weight_map'); re-download it."
         ) from exc
+    if not isinstance(weight_map, dict) or not all(isinstance(s, str) for s in weight_map.values()):
+        raise OSError(f"{index_file} is not a valid checkpoint index ('weight_map' must map names to files).")
     shard_names = sorted(set(weight_map.values()))
+    _check_shard_names(index_file, shard_names)
     folder = os.path.dirname(index_file)
     if os.path.isdir(path_or_repo_id) or not shard_names:
         missing = [s for s in shard_names if not os.path.isfile(os.path.join(folder, s))]
@@ -270,6 +273,24 @@ def _resolve_shards(path_or_repo_id: str, index_file: str, options: HubOptions) 
             )
         return [os.path.join(folder, s) for s in shard_names]
     return [resolve_file(path_or_repo_id, s, options) for s in shard_names]  # type: ignore[misc]
+
+
+def _check_shard_names(index_file: str, shard_names: list[str]) -> None:
+    """Refuses shard names that would leave the checkpoint folder (`../x`, `/abs/x`, `C:\\x`).
+
+    An index is data from the download, not a trusted path list: without this check a crafted
+    `weight_map` makes `from_pretrained` open any file the process can read. Names stay relative to the
+    index's folder; subfolders inside it are fine.
+    """
+    for name in shard_names:
+        # Backslashes count as separators too, so a Windows-style `..\\x` is refused on every OS.
+        parts = os.path.normpath(name.replace("\\", "/")).split(os.sep)
+        absolute = os.path.isabs(name) or name.startswith("\\") or bool(os.path.splitdrive(name)[0])
+        if not name or absolute or parts[0] == ".." or "\0" in name or ":" in name:
+            raise OSError(
+                f"{index_file} lists shard {name!r}, which is not a file inside the checkpoint folder; "
+                "shard names must be relative paths below the index. Re-download the index."
+            )
 
 
 def _missing_weights_error(

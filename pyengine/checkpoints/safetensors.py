@@ -9,6 +9,7 @@ raw little-endian tensor bytes. We parse the header ourselves to validate the fi
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from collections.abc import Mapping
@@ -62,15 +63,36 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, Any], in
     if not isinstance(header, dict):
         raise _corrupt(path, "header is not a JSON object")
     data_start = 8 + header_len
-    try:
-        data_end = max(
-            (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0
-        )
-    except (KeyError, IndexError, TypeError, ValueError) as exc:
-        raise _corrupt(path, "a tensor entry has no valid data_offsets") from exc
+    data_end = max((_check_entry(path, k, v) for k, v in header.items() if k != "__metadata__"), default=0)
+    metadata = header.get("__metadata__")
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise _corrupt(path, "__metadata__ is not a string-to-string map")
     if data_start + data_end > file_size:
         raise _corrupt(path, f"tensor data needs {data_start + data_end} bytes, file has {file_size}")
     return header, data_start
+
+
+def _is_uint(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def _check_entry(path: str | os.PathLike, name: str, entry: Any) -> int:
+    """Validates one tensor entry of the header; returns where its data ends (relative to the data start).
+
+    The field types are checked here so that a damaged header fails with OSError instead of a KeyError or
+    TypeError deep in the loader; the BF16 byte count too, because we read BF16 ourselves.
+    """
+    ok = isinstance(entry, dict) and isinstance(entry.get("dtype"), str)
+    shape, offsets = (entry.get("shape"), entry.get("data_offsets")) if ok else (None, None)
+    ok = ok and isinstance(shape, list) and all(_is_uint(d) for d in shape)
+    ok = ok and isinstance(offsets, list) and len(offsets) == 2 and all(_is_uint(o) for o in offsets)
+    if not ok or offsets[0] > offsets[1]:
+        raise _corrupt(path, f"tensor {name!r} has no valid dtype, shape and data_offsets")
+    if entry["dtype"] == "BF16" and offsets[1] - offsets[0] != 2 * math.prod(shape):
+        raise _corrupt(path, f"tensor {name!r}: {offsets[1] - offsets[0]} bytes do not hold BF16{shape}")
+    return offsets[1]
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -33,6 +33,44 @@ def _to_numpy(torch: Any, tensor: Any) -> np.ndarray:
     return tensor.numpy().copy()
 
 
+# Leading bytes of the formats a `.bin` is most often confused with, for a helpful error.
+_OTHER_FORMATS = {b"GGUF": "a GGUF file; load it with `gguf_file=`"}
+
+
+def _corrupt(path: str | os.PathLike, why: str) -> OSError:
+    return OSError(f"{os.fspath(path)} is truncated or not a PyTorch checkpoint ({why}); re-download it.")
+
+
+def _check_magic(path: str | os.PathLike) -> None:
+    """Fails fast on files that are clearly not `torch.save` output: a zip archive (torch >= 1.6) or a
+    pickle (protocol 2+, legacy format) is expected. A safetensors file (8-byte length, then `{`) is
+    named, since renaming `model.safetensors` to `.bin` is a common mistake."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return
+    if head[8:9] == b"{":
+        raise _corrupt(path, "it looks like a safetensors file; name it *.safetensors")
+    for magic, what in _OTHER_FORMATS.items():
+        if head.startswith(magic):
+            raise _corrupt(path, f"it looks like {what}")
+    raise _corrupt(path, f"starts with {head[:4]!r}, not a zip archive or a pickle")
+
+
+def _asks_for_code(message: str) -> bool:
+    """True when torch's weights_only unpickler refused a global / call (what an exploit needs), as
+    opposed to tripping over bytes that are not a pickle at all ("Unsupported operand")."""
+    lowered = message.lower()
+    return "global" in lowered or "reduce" in lowered
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """The line of torch's long weights_only message that says what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    specific = [line for line in lines if line.startswith(("Trying", "Unsupported"))]
+    return (specific or lines or [type(exc).__name__])[0]
+
+
 def load_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Loads a pickled PyTorch state dict (flat name → tensor) into NumPy arrays.
 
@@ -48,18 +86,19 @@ def load_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         ValueError: The file holds something other than a flat dict of tensors.
     """
     torch = _require_torch()
+    _check_magic(path)
     try:
         state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if not _asks_for_code(str(exc)):
+            raise _corrupt(path, _torch_reason(exc)) from exc
         raise OSError(
             f"Refusing to load {os.fspath(path)}: its pickle is not a plain tensor state dict and loading it "
             "would execute code from the file. Only load checkpoints you trust, and prefer converting them "
-            f"to safetensors. (torch said: {str(exc).splitlines()[0]})"
+            f"to safetensors. (torch said: {_torch_reason(exc)})"
         ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise OSError(
-            f"{os.fspath(path)} is truncated or not a PyTorch checkpoint ({exc}); re-download it."
-        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged file can fail anywhere in torch.load / zipfile / pickle
+        raise _corrupt(path, f"{type(exc).__name__}: {exc}") from exc
     if not isinstance(state, Mapping):
         raise ValueError(f"{os.fspath(path)} holds a {type(state).__name__}, not a state dict of tensors.")
     out = {}

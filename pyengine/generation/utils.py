@@ -9,9 +9,12 @@ preallocated KV cache.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import numbers
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,6 +164,7 @@ class GenerationMixin(StrategyMethodsMixin):
         eos_ids, pad_id = self._prepare_special_tokens(config, model_kwargs.get("attention_mask") is not None)
         prepared = self._prepare_model_inputs(inputs, config, model_kwargs, eos_ids, pad_id)
         input_ids = prepared.input_ids
+        self._check_pad_token(pad_id, eos_ids, config.num_beams, input_ids.shape[0])
         if streamer is not None:
             streamer.put(input_ids.cpu())
         self._prepare_lengths(config, input_ids.shape[1], explicit_max_length, explicit_min_length)
@@ -180,9 +184,11 @@ class GenerationMixin(StrategyMethodsMixin):
         step = self._make_step(prepared, config, model_kwargs)
         backend = TorchBackend(input_ids.device)
         if config.num_beams > 1:
-            return self._run_beam(config, plan, step, backend, input_ids)
+            with _explain_invalid_scores(config):
+                return self._run_beam(config, plan, step, backend, input_ids)
         on_step = (lambda t: streamer.put(t.cpu())) if streamer is not None else None
-        result = loop.run(plan, step, backend, input_ids, rng=None, on_step=on_step)
+        with _explain_invalid_scores(config):
+            result = loop.run(plan, step, backend, input_ids, rng=None, on_step=on_step)
         if streamer is not None:
             streamer.end()
         if not config.return_dict_in_generate:
@@ -342,8 +348,10 @@ class GenerationMixin(StrategyMethodsMixin):
 
     def _prepare_special_tokens(self, config: GenerationConfig, has_mask: bool) -> tuple[list[int], int | None]:
         eos = config.eos_token_id
-        eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
+        eos_ids = [] if eos is None else _token_ids("eos_token_id", eos)
         pad = config.pad_token_id
+        if pad is not None:
+            (pad,) = _token_ids("pad_token_id", pad, single=True)
         if pad is None and eos_ids:
             if not has_mask:
                 logger.warning(
@@ -383,6 +391,58 @@ class GenerationMixin(StrategyMethodsMixin):
                 "lead to unexpected behavior. You should consider increasing `max_length` or, better yet, setting "
                 "`max_new_tokens`."
             )
+        # Learned absolute positions (GPT-2's `n_positions` table) end at the table size; RoPE and relative
+        # positions (LLaMA, T5) have no such limit. Without this check the embedding lookup fails with an IndexError.
+        max_pos = None if self.config.is_encoder_decoder else getattr(self.config, "n_positions", None)
+        if max_pos is not None and config.max_length > max_pos:
+            arg = "max_new_tokens" if config.max_new_tokens is not None else "max_length"
+            raise ValueError(
+                f"`{arg}` asks for sequences of {config.max_length} tokens (prompt of {input_len} included), but the "
+                f"model has learned positions for {max_pos} (`max_position_embeddings`/`n_positions`). Lower `{arg}` "
+                "or shorten the prompt."
+            )
+
+    def _check_pad_token(self, pad_id: int | None, eos_ids: list[int], num_beams: int, rows: int) -> None:
+        """Greedy / sampling feed `pad_token_id` to rows that finished while others go on, so with several rows
+        and a reachable EOS it must be a real token id; otherwise the embedding lookup fails with an IndexError."""
+        vocab = self.config.vocab_size
+        if num_beams > 1 or rows < 2 or pad_id is None or 0 <= pad_id < vocab:
+            return
+        if any(0 <= e < vocab for e in eos_ids):
+            raise ValueError(
+                f"`pad_token_id` ({pad_id}) is outside the vocabulary [0, {vocab}), but rows that reach "
+                f"`eos_token_id` ({eos_ids}) are fed it on later steps. Set `pad_token_id` to a token id of the model "
+                "(for example the EOS id)."
+            )
+
+
+def _token_ids(name: str, value: Any, single: bool = False) -> list[int]:
+    """An id (or, unless `single`, a list of ids; tensors too) as ints; anything else is refused naming the
+    argument rather than failing in `int()` (`"a"`) or silently truncating (`2.5`)."""
+    items = value.reshape(-1).tolist() if isinstance(value, torch.Tensor) else value
+    items = [items] if isinstance(items, numbers.Integral) else items
+    ok = isinstance(items, (list, tuple)) and (len(items) == 1 or not single)
+    if not ok or not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in items):
+        what = "an integer token id" if single else "an integer token id or a list of them"
+        raise ValueError(f"`{name}` has to be {what}, but is {value!r}.")
+    return [int(i) for i in items]
+
+
+@contextlib.contextmanager
+def _explain_invalid_scores(config: GenerationConfig) -> Iterator[None]:
+    """torch.multinomial's "probability tensor contains either inf, nan or element < 0" as a ValueError that
+    says what to change. Costs nothing per step: only an error that already happened is reworded."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not config.do_sample or "probability tensor contains" not in str(exc):
+            raise
+        raise ValueError(
+            "Sampling needs finite next-token scores with at least one allowed token per row, but a step's scores "
+            "held NaN or +inf, or were -inf everywhere (every token filtered). Pass `remove_invalid_values=True` to "
+            "replace NaN/+inf, check the model for overflow (float16), or relax `bad_words_ids` / `min_length` / "
+            "custom processors that ban every token."
+        ) from exc
 
 
 def _infer_attention_mask(input_ids: torch.Tensor, pad_id: int | None, eos_ids: list[int]) -> torch.Tensor:
