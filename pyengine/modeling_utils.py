@@ -4,8 +4,12 @@ What it gives a model family:
 - `from_pretrained` / `save_pretrained` with transformers' file formats and keyword semantics
   (config kwargs override the config, the others reach the model's `__init__`; base-model prefix
   added or stripped; missing / unexpected / mismatched keys reported as transformers reports them);
-- embeddings access, weight tying, `resize_token_embeddings`, parameter counting, mask helpers.
-The attention building blocks live in `pyengine/backends/torch/attention.py` (re-exported here).
+- embeddings access, weight tying (cloned under `config.torchscript`), `resize_token_embeddings`,
+  head pruning persisted in `config.pruned_heads`, `dummy_inputs`, `base_model`;
+- from `ModuleUtilsMixin` (`modeling_mixins.py`): parameter counts, FLOPs, mask / head-mask helpers,
+  memory hooks; from `PushToHubMixin` (`hub.py`): `push_to_hub` and `save_pretrained(push_to_hub=True)`.
+The attention building blocks live in `pyengine/backends/torch/attention.py` (re-exported here), the
+pruning helpers in `modeling_mixins.py` (re-exported here, as transformers does).
 
 Checkpoint bytes are read and written by `pyengine.checkpoints` as NumPy arrays; this module only maps
 them onto parameters. Upstream reference: `transformers/modeling_utils.py` (4.57).
@@ -31,6 +35,15 @@ from pyengine.backends.torch.attention import as_kv_cache, attention, build_atte
 from pyengine.backends.torch.cache import KVCache  # noqa: F401
 from pyengine.backends.torch.functional import ACT2FN, causal_lm_loss, gelu_new, get_activation  # noqa: F401
 from pyengine.configuration_utils import PretrainedConfig
+from pyengine.hub import PushToHubMixin
+from pyengine.modeling_mixins import (  # noqa: F401  (transformers exports the pruning helpers here too)
+    HEAD_PRUNERS,
+    ModuleUtilsMixin,
+    find_pruneable_heads_and_indices,
+    prune_conv1d_layer,
+    prune_layer,
+    prune_linear_layer,
+)
 
 logger = logging.getLogger("pyengine")
 
@@ -39,6 +52,7 @@ logger = logging.getLogger("pyengine")
 # ------------------------------------------------------------------------------------------------------
 
 _SKIP_INIT = False
+DUMMY_INPUTS = [[7, 6, 0, 0, 1], [1, 2, 3, 0, 0], [0, 0, 0, 4, 5]]  # transformers' `utils.DUMMY_INPUTS`
 _INIT_FUNCTIONS = (
     "uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
     "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_", "sparse_",
@@ -159,6 +173,13 @@ def _tied_groups(model: nn.Module) -> list[set[str]]:
     return [names for names in by_id.values() if len(names) > 1]
 
 
+# Hub keywords of older transformers that are accepted and ignored, with the reason given in the warning.
+_IGNORED_HUB_KWARGS = {
+    "mirror": "set the HF_ENDPOINT environment variable to download from a mirror.",
+    "resume_download": "huggingface_hub always resumes interrupted downloads.",
+}
+
+
 def _ignore_regex(patterns: list[str] | None) -> re.Pattern[str] | None:
     return re.compile("|".join(f"({p})" for p in patterns)) if patterns else None
 
@@ -168,12 +189,16 @@ def _ignore_regex(patterns: list[str] | None) -> re.Pattern[str] | None:
 # ------------------------------------------------------------------------------------------------------
 
 
-class PreTrainedModel(nn.Module):
+class PreTrainedModel(nn.Module, ModuleUtilsMixin, PushToHubMixin):
     """Base class of every PyTorch model (transformers `PreTrainedModel`).
+
+    Besides loading and saving (`from_pretrained`, `save_pretrained`, `push_to_hub`), it resizes the input
+    embeddings and prunes attention heads; `ModuleUtilsMixin` adds counting, mask and memory helpers.
 
     Class attributes a family sets:
         config_class: its `PretrainedConfig` subclass.
         base_model_prefix: attribute holding the base model in head models ("transformer", "model").
+        is_parallelizable: whether the model supports model parallelism (none of ours does).
         _keys_to_ignore_on_load_missing / _keys_to_ignore_on_load_unexpected: regexes silencing
             the corresponding load warnings.
         _keys_to_ignore_on_save: state-dict keys never written.
@@ -188,6 +213,7 @@ class PreTrainedModel(nn.Module):
     base_model_prefix: str = ""
     main_input_name: str = "input_ids"
     supports_gradient_checkpointing: bool = False
+    is_parallelizable: bool = False
     _keys_to_ignore_on_load_missing: list[str] | None = None
     _keys_to_ignore_on_load_unexpected: list[str] | None = None
     _keys_to_ignore_on_save: list[str] | None = None
@@ -207,26 +233,30 @@ class PreTrainedModel(nn.Module):
         self.generation_config = _init_generation_config(config) if self.can_generate() else None
 
     def post_init(self) -> None:
-        """Called at the end of a model's `__init__`: initialise the weights (unless loading) and tie them."""
+        """Called at the end of a model's `__init__`: `init_weights()` (prune, initialise unless loading, tie)."""
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """Prune the heads listed in `config.pruned_heads`, initialise the weights (not while loading), tie.
+
+        Pruning at construction is what makes a pruned checkpoint reload pruned: the shapes match the file.
+        """
+        if self.config.pruned_heads:
+            self.prune_heads(self.config.pruned_heads)
         if not _SKIP_INIT:
             self.initialize_weights()
         self.tie_weights()
 
     # -- properties --------------------------------------------------------------------------------------
     @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        for param in self.parameters():
-            if param.is_floating_point():
-                return param.dtype
-        return torch.get_default_dtype()
-
-    @property
     def base_model(self) -> nn.Module:
+        """The main body of the model: the `base_model_prefix` attribute, or the model itself."""
         return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def dummy_inputs(self) -> dict[str, torch.Tensor]:
+        """Inputs for a forward pass that builds / traces the model: `{"input_ids": [3, 5] ids}`."""
+        return {"input_ids": torch.tensor(DUMMY_INPUTS)}
 
     @classmethod
     def can_generate(cls) -> bool:
@@ -303,12 +333,18 @@ class PreTrainedModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} has no output embeddings.")
 
     def tie_weights(self) -> None:
-        """Share the input embedding matrix with the LM head when `config.tie_word_embeddings`."""
+        """Share the input embedding matrix with the LM head when `config.tie_word_embeddings`.
+
+        Under `config.torchscript` the head gets a clone instead (TorchScript can't share parameters).
+        Sub-modules defining `_tie_weights()` (e.g. an LM head's bias) are called too, as in transformers.
+        """
         for module in self.modules():
             if isinstance(module, PreTrainedModel) and getattr(module.config, "tie_word_embeddings", True):
                 output = module.get_output_embeddings()
                 if output is not None:
                     module._tie_or_clone_weights(output, module.get_input_embeddings())
+            if hasattr(module, "_tie_weights"):
+                module._tie_weights()
 
     def _tie_or_clone_weights(self, output_embeddings: nn.Module, input_embeddings: nn.Module) -> None:
         if self.config.torchscript:
@@ -399,63 +435,27 @@ class PreTrainedModel(nn.Module):
             new.bias.data[:keep] = old.bias.data[:keep]
         return new
 
-    # -- counting and masks ------------------------------------------------------------------------------
-    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
-        """Parameter count; tied weights count once; `exclude_embeddings` drops every `nn.Embedding`."""
-        skip = set()
-        if exclude_embeddings:
-            skip = {f"{name}.weight" for name, m in self.named_modules() if isinstance(m, nn.Embedding)}
-        return sum(
-            p.numel() for name, p in self.named_parameters() if name not in skip and (p.requires_grad or not only_trainable)
-        )
+    # -- head pruning ------------------------------------------------------------------------------------
+    def prune_heads(self, heads_to_prune: dict[int, list[int]]) -> None:
+        """Prune attention heads of the base model: `{layer: [heads]}`, e.g. `{1: [0, 2], 2: [2, 3]}`.
 
-    def estimate_tokens(self, input_dict: Mapping[str, Any]) -> int:
-        if self.main_input_name in input_dict:
-            return input_dict[self.main_input_name].numel()
-        if not self.warnings_issued.get("estimate_tokens"):
-            logger.warning("Could not estimate the number of tokens of the input, floating-point operations will not be computed")
-            self.warnings_issued["estimate_tokens"] = True
-        return 0
+        The union with earlier pruning is kept in `config.pruned_heads` (lists, so config.json can hold it),
+        so a saved pruned model reloads pruned.
+        """
+        for layer, heads in heads_to_prune.items():
+            union = set(self.config.pruned_heads.get(int(layer), [])) | set(heads)
+            self.config.pruned_heads[int(layer)] = sorted(union)
+        self.base_model._prune_heads({int(k): list(v) for k, v in heads_to_prune.items()})
 
-    def floating_point_ops(self, input_dict: Mapping[str, Any], exclude_embeddings: bool = True) -> int:
-        """6 × tokens × parameters: forward + backward FLOPs of one batch (Kaplan et al. 2020, sec. 2.1)."""
-        return 6 * self.estimate_tokens(input_dict) * self.num_parameters(exclude_embeddings=exclude_embeddings)
-
-    def invert_attention_mask(self, encoder_attention_mask: torch.Tensor) -> torch.Tensor:
-        """`[B, T]` or `[B, S, T]` 1/0 mask → additive `[B, 1, (1|S), T]` mask (0 or dtype-min)."""
-        if encoder_attention_mask.dim() == 3:
-            extended = encoder_attention_mask[:, None, :, :]
-        else:
-            extended = encoder_attention_mask[:, None, None, :]
-        extended = extended.to(dtype=self.dtype)
-        return (1.0 - extended) * torch.finfo(self.dtype).min
-
-    def get_extended_attention_mask(
-        self,
-        attention_mask: torch.Tensor,
-        input_shape: tuple[int, ...],
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> torch.Tensor:
-        """Additive broadcastable mask `[B, 1, (1|S), T]`; causal too when `config.is_decoder`."""
-        dtype = self.dtype if dtype is None else dtype
-        if attention_mask.dim() == 3:
-            extended = attention_mask[:, None, :, :]
-        elif attention_mask.dim() == 2 and self.config.is_decoder:
-            batch_size, seq_length = input_shape
-            seq_ids = torch.arange(seq_length, device=device or attention_mask.device)
-            causal = (seq_ids[None, None, :].repeat(batch_size, seq_length, 1) <= seq_ids[None, :, None])
-            causal = causal.to(attention_mask.dtype)  # [B, S, S]
-            prefix = attention_mask.shape[1] - seq_length
-            if prefix > 0:
-                causal = torch.cat([causal.new_ones(batch_size, seq_length, prefix), causal], dim=-1)
-            extended = causal[:, None, :, :] * attention_mask[:, None, None, :]
-        elif attention_mask.dim() == 2:
-            extended = attention_mask[:, None, None, :]
-        else:
-            raise ValueError(f"Wrong shape for input_ids (shape {input_shape}) or attention_mask (shape {attention_mask.shape})")
-        extended = extended.to(dtype=dtype)
-        return (1.0 - extended) * torch.finfo(dtype).min
+    def _prune_heads(self, heads_to_prune: dict[int, list[int]]) -> None:
+        """Family hook doing the pruning (`HEAD_PRUNERS` holds the ones written outside their family)."""
+        pruner = HEAD_PRUNERS.get(type(self).__name__)
+        if pruner is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} does not support head pruning: pyengine prunes BERT and GPT-2 heads "
+                "(transformers 4.57 also prunes T5's, and has no head pruning for LLaMA)."
+            )
+        pruner(self, heads_to_prune)
 
     # -- loading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -523,12 +523,15 @@ class PreTrainedModel(nn.Module):
         variant = kwargs.pop("variant", None)
         device_map = kwargs.pop("device_map", None)
         generation_config = kwargs.pop("generation_config", None)
-        for unused in ("low_cpu_mem_usage", "_fast_init", "mirror", "offload_state_dict", "trust_remote_code",
+        for unused in ("low_cpu_mem_usage", "_fast_init", "offload_state_dict", "trust_remote_code",
                        "_from_auto", "_from_pipeline", "weights_only"):  # fmt: skip
             kwargs.pop(unused, None)
+        for ignored, why in _IGNORED_HUB_KWARGS.items():
+            if kwargs.pop(ignored, None) is not None:
+                warnings.warn(f"`{ignored}` is deprecated and ignored: {why}", FutureWarning, stacklevel=2)
         hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
                "token": token, "revision": revision}  # fmt: skip
-        for name in ("proxies", "subfolder", "use_auth_token", "resume_download"):
+        for name in ("proxies", "subfolder", "use_auth_token"):
             if name in kwargs:
                 hub[name] = kwargs.pop(name)
         options = HubOptions.pop_from(dict(hub))
@@ -740,15 +743,16 @@ class PreTrainedModel(nn.Module):
         Tied weights are written once (transformers drops `lm_head.weight` when it aliases the embeddings);
         `safe_serialization=False` writes `pytorch_model.bin`; shards follow `max_shard_size`.
         `save_function` is accepted for API compatibility; the checkpoint writers do the I/O.
+        With `push_to_hub=True` the files written are then uploaded (`repo_id` defaults to the folder name;
+        other kwargs as in `push_to_hub`: `commit_message`, `token`, `private`, `revision`, `endpoint`, ...).
         """
         from pyengine.checkpoints import save_state_dict
 
-        if push_to_hub:
-            raise NotImplementedError("push_to_hub needs network access; save locally and upload with huggingface-cli.")
         if os.path.isfile(save_directory):
             logger.error(f"Provided path ({save_directory}) should be a directory, not a file")
             return
         os.makedirs(save_directory, exist_ok=True)
+        push = self._prepare_push(save_directory, kwargs) if push_to_hub else None
         self.config.dtype = str(self.dtype).removeprefix("torch.")
         self.config.architectures = [type(self).__name__]
         if is_main_process and save_config:
@@ -762,6 +766,8 @@ class PreTrainedModel(nn.Module):
         arrays = {name: _to_numpy(tensor) for name, tensor in state.items()}
         save_state_dict(arrays, os.fspath(save_directory), safe_serialization=safe_serialization,
                         max_shard_size=max_shard_size, metadata={"format": "pt"}, variant=variant)  # fmt: skip
+        if push is not None:
+            self._upload_modified_files(save_directory, push)
 
     def _drop_shared_tensors(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Keep one name per shared storage: names matching `_tied_weights_keys` go first."""

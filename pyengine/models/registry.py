@@ -11,6 +11,12 @@ from typing import Any
 
 # model_type → (config class, {task: model class})
 MODELS: dict[str, tuple[str, dict[str, str]]] = {
+    "bert": (
+        "pyengine.models.bert.config.BertConfig",
+        {
+            "base": "pyengine.models.bert.modeling_torch.BertModel",
+        },
+    ),
     "gpt2": (
         "pyengine.models.gpt2.config.GPT2Config",
         {
