@@ -88,9 +88,15 @@ def forced_token(scores: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
 
 
 def inf_nan_remove(scores: np.ndarray) -> np.ndarray:
-    """NaN becomes 0, +inf the dtype's max; -inf is kept (InfNanRemoveLogitsProcessor)."""
+    """NaN becomes 0, +inf the dtype's max, -inf the dtype's min (InfNanRemoveLogitsProcessor, 4.57).
+
+    transformers <= 4.4x kept -inf; 4.57 maps it to the finite minimum, so a row whose every token was
+    banned can still be sampled (uniformly).
+    """
+    info = np.finfo(scores.dtype)
     out = np.where(np.isnan(scores), 0.0, scores).astype(scores.dtype)
-    return np.where(out == np.inf, np.finfo(scores.dtype).max, out).astype(scores.dtype)
+    out = np.where(out == np.inf, info.max, out).astype(scores.dtype)
+    return np.where(out == -np.inf, info.min, out).astype(scores.dtype)
 
 
 def hamming_diversity(

@@ -99,12 +99,9 @@ def test_without_removal_sampling_raises_a_clear_error(kind, strategy):
         _generate(kind, strategy)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ops.inf_nan_remove keeps -inf; transformers 4.57 maps it to finfo.min, so an all -inf row samples "
-    "uniformly there. Drop this marker when the op follows transformers.",
-)
 def test_removal_makes_all_neg_inf_rows_samplable_like_transformers():
+    """Regression: inf_nan_remove kept -inf (transformers 4.6 behaviour); 4.57 maps it to finfo.min, so an
+    all -inf row samples uniformly instead of failing."""
     _assert_valid(_generate("all_neg_inf", "sample", remove_invalid_values=True))
 
 

@@ -59,7 +59,7 @@ inline void temperature_row(const float* x, float* out, int64_t V, float t) {
 inline void inf_nan_remove_row(const float* x, float* out, int64_t V) {
   for (int64_t i = 0; i < V; ++i) {
     const float v = x[i] != x[i] ? 0.0f : x[i];
-    out[i] = v == -kNegInf ? FLT_MAX : v;
+    out[i] = v == -kNegInf ? FLT_MAX : (v == kNegInf ? -FLT_MAX : v);  // +-inf -> +-max (transformers 4.57)
   }
 }
 

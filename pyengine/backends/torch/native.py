@@ -65,8 +65,10 @@ def forced_token(scores: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor
 
 
 def inf_nan_remove(scores: torch.Tensor) -> torch.Tensor:
+    info = torch.finfo(scores.dtype)
     out = torch.where(scores != scores, torch.zeros_like(scores), scores)
-    return torch.where(out == float("inf"), torch.full_like(out, torch.finfo(out.dtype).max), out)
+    out = torch.where(out == float("inf"), torch.full_like(out, info.max), out)
+    return torch.where(out == -float("inf"), torch.full_like(out, info.min), out)
 
 
 def top_k_mask(
