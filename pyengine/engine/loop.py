@@ -53,7 +53,7 @@ def run(
         logits = step_fn(history)  # [B, V] float32
         if plan.output_logits:
             logits_out.append(logits)
-        if plan.fused_select is not None:  # greedy: processors + argmax in one pass
+        if plan.fused_select is not None:  # processors + selection in one pass (fused kernel)
             next_tokens = plan.fused_select(ops, history, logits)
         else:
             scores = logits

@@ -30,7 +30,8 @@ class DecodePlan:
         max_time: seconds after which every row stops (None: no limit).
         output_scores / output_logits: keep processed scores / raw logits of every step.
         sync: synced_gpus: `sync(this_process_done) -> every_process_done` (a collective); None = alone.
-        fused_select: when set, replaces the processor chain and the argmax (same tokens, one pass).
+        fused_select: when set, replaces the processor chain and the selection: greedy (same tokens, one
+            pass) or counter-based sampling (`seed=`).
     """
 
     strategy: str
@@ -43,7 +44,7 @@ class DecodePlan:
     output_scores: bool = False
     output_logits: bool = False
     sync: Callable[[bool], bool] | None = None
-    fused_select: Any = None  # greedy: processors + argmax in one op (see fuse_greedy), or None
+    fused_select: Any = None  # processors + selection in one op (fuse_greedy / fuse_sample), or None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -128,6 +129,46 @@ def build_plan(
     return plan
 
 
+def fuse_sample(plan: DecodePlan, seeds: Sequence[int]) -> P.FusedSample:
+    """Counter-based sampling for `plan` (strategy "sample"): one fused op per step, row r seeded `seeds[r]`.
+
+    Raises:
+        ValueError: the plan holds a processor the fused kernel does not implement.
+    """
+    fused: dict[str, Any] = {}
+    for spec in plan.processors:
+        if isinstance(spec, P.Temperature):
+            fused["temperature"] = spec.value
+        elif isinstance(spec, P.TopK):
+            fused.update(top_k=spec.top_k, min_tokens_to_keep=spec.min_tokens_to_keep)
+        elif isinstance(spec, P.TopP):
+            fused.update(top_p=spec.top_p, min_tokens_to_keep=spec.min_tokens_to_keep)
+        elif isinstance(spec, P.MinP):
+            fused.update(min_p=spec.min_p, min_tokens_to_keep=spec.min_tokens_to_keep)
+        elif not _fuse_common(spec, fused):
+            raise ValueError(
+                f"`seed=` (counter-based sampling) supports temperature, top_k, top_p, min_p, repetition_penalty, "
+                f"min_length/min_new_tokens and single-token bad_words_ids; this call also needs "
+                f"{type(spec).__name__}. Drop `seed` and use torch.manual_seed for transformers-compatible sampling."
+            )
+    return P.FusedSample(seeds=tuple(int(s) for s in seeds), **fused)
+
+
+def _fuse_common(spec: Any, fused: dict[str, Any]) -> bool:
+    """Fold a processor both fused ops implement into `fused`; False when it is not one of them."""
+    if isinstance(spec, P.RepetitionPenalty) and "penalty" not in fused:
+        fused["penalty"] = spec.penalty
+    elif isinstance(spec, P.MinLength) and "min_len" not in fused:
+        fused.update(min_len=spec.min_length, eos_token_ids=spec.eos_token_ids)
+    elif isinstance(spec, P.MinNewTokens) and "min_len" not in fused:
+        fused.update(min_len=spec.prompt_length + spec.min_new_tokens, eos_token_ids=spec.eos_token_ids)
+    elif isinstance(spec, P.BadWords) and all(len(w) == 1 for w in spec.bad_words_ids) and "banned_ids" not in fused:
+        fused["banned_ids"] = tuple(w[0] for w in spec.bad_words_ids)
+    else:
+        return False
+    return True
+
+
 def fuse_greedy(plan: DecodePlan) -> P.FusedArgmax | None:
     """The fused greedy selection equivalent to `plan`'s processors, or None when it has others.
 
@@ -139,17 +180,7 @@ def fuse_greedy(plan: DecodePlan) -> P.FusedArgmax | None:
         return None
     fused: dict[str, Any] = {}
     for spec in plan.processors:
-        if getattr(spec, "argmax_invariant", False):
-            continue
-        if isinstance(spec, P.RepetitionPenalty) and "penalty" not in fused:
-            fused["penalty"] = spec.penalty
-        elif isinstance(spec, P.MinLength) and "min_len" not in fused:
-            fused.update(min_len=spec.min_length, eos_token_ids=spec.eos_token_ids)
-        elif isinstance(spec, P.MinNewTokens) and "min_len" not in fused:
-            fused.update(min_len=spec.prompt_length + spec.min_new_tokens, eos_token_ids=spec.eos_token_ids)
-        elif isinstance(spec, P.BadWords) and all(len(w) == 1 for w in spec.bad_words_ids) and "banned_ids" not in fused:
-            fused["banned_ids"] = tuple(w[0] for w in spec.bad_words_ids)
-        else:
+        if not getattr(spec, "argmax_invariant", False) and not _fuse_common(spec, fused):
             return None
     return P.FusedArgmax(**fused)
 

@@ -197,6 +197,32 @@ class FusedArgmax:
         return ops.fused_argmax(scores, tokens, None, self.penalty, self.min_len, self.eos_token_ids, self.banned_ids)
 
 
+@dataclass(frozen=True)
+class FusedSample:
+    """Sampling with the fused kernel and counter-based noise (`ops.fused_sample`).
+
+    Row r draws with `u = uniform(seeds[r], step)`, step = the row's current length, so its tokens depend
+    only on its own seed and position: the same alone or in any batch. Built by `plan.fuse_sample`.
+    """
+
+    seeds: tuple[int, ...]
+    penalty: float = 1.0
+    min_len: int = 0
+    eos_token_ids: tuple[int, ...] = ()
+    banned_ids: tuple[int, ...] = ()
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    min_p: float = 0.0
+    min_tokens_to_keep: int = 1
+
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
+        return ops.fused_sample(
+            scores, tokens, None, self.penalty, self.min_len, self.eos_token_ids, self.banned_ids, self.temperature,
+            self.top_k, self.top_p, self.min_p, list(self.seeds), tokens.shape[1], self.min_tokens_to_keep,
+        )
+
+
 def apply(spec: Any, ops: OpTable, tokens: Array, scores: Array, **context: Any) -> Array:
     """Call `spec`, passing `context` only to the specs that take it."""
     if context and getattr(spec, "accepts_context", False):

@@ -32,7 +32,7 @@ from pyengine.engine.outputs import (
     GenerateDecoderOnlyOutput,
     GenerateEncoderDecoderOutput,
 )
-from pyengine.engine.plan import build_plan
+from pyengine.engine.plan import build_plan, fuse_sample
 from pyengine.generation.logits_process import (
     EncoderNoRepeatNGramLogitsProcessor,
     EncoderRepetitionPenaltyLogitsProcessor,
@@ -49,7 +49,7 @@ from pyengine.modeling_outputs import BaseModelOutput
 logger = logging.getLogger("pyengine")
 
 # Model kwargs generate() understands for decoder-only models; anything else is a typo or unsupported.
-_MODEL_KWARGS = {"attention_mask", "output_attentions", "output_hidden_states", "use_cache", "logits_to_keep"}
+_MODEL_KWARGS = {"attention_mask", "output_attentions", "output_hidden_states", "use_cache", "logits_to_keep", "seed"}
 _SEQ2SEQ_KWARGS = {"encoder_outputs", "decoder_input_ids"}
 
 
@@ -58,6 +58,20 @@ class _Prepared:
     input_ids: torch.Tensor  # [B*n, S] prompt (decoder-only) or decoder start ids (encoder-decoder)
     attention_mask: torch.Tensor | None  # [B*n, S] prompt mask, or the encoder mask
     encoder_outputs: Any = None  # encoder-decoder: last_hidden_state expanded to [B*n, S_enc, D]
+
+
+def _row_seeds(seed: int | list[int], batch: int, config: GenerationConfig) -> list[int]:
+    """pyengine's `seed=` extension: one seed per prompt (an int seeds prompt i with seed + i); return
+    sequence j of prompt i uses seed_i + 1_000_003 * j. A row's tokens then depend only on its seed."""
+    if not config.do_sample or config.num_beams > 1:
+        raise ValueError("`seed=` selects counter-based sampling: it needs do_sample=True and num_beams=1.")
+    if config.output_scores and config.return_dict_in_generate:
+        raise ValueError("`seed=` samples in one fused step and keeps no per-step scores; drop output_scores.")
+    seeds = [int(seed) + i for i in range(batch)] if isinstance(seed, int) else [int(s) for s in seed]
+    if len(seeds) != batch:
+        raise ValueError(f"`seed` lists {len(seeds)} seeds for {batch} prompts; pass one per prompt or an int.")
+    n = config.num_return_sequences
+    return [s + 1_000_003 * j for s in seeds for j in range(n)]
 
 
 def _all_processes_done(this_process_done: bool) -> bool:
@@ -181,6 +195,8 @@ class GenerationMixin(StrategyMethodsMixin):
         )
         if synced_gpus:
             plan.sync = _all_processes_done
+        if model_kwargs.get("seed") is not None:
+            plan.fused_select = fuse_sample(plan, _row_seeds(model_kwargs["seed"], inputs.shape[0], config))
         step = self._make_step(prepared, config, model_kwargs)
         backend = TorchBackend(input_ids.device)
         if config.num_beams > 1:

@@ -311,3 +311,29 @@ def test_model_hooks_are_called(pair):
         del ours.prepare_inputs_for_generation, ours.adjust_logits_during_generation
     assert out[0, 3:].tolist() == [42, 42, 42]
     assert seen == [3, 1, 1]  # prompt first, then one new token per step through the cache
+
+
+def test_seed_extension_is_batch_independent(pair):
+    """pyengine's `seed=`: counter-based fused sampling; a prompt's tokens depend only on its own seed."""
+    _, ours = pair
+    a = torch.tensor([[11, 12, 13, 14]])
+    b = torch.tensor([[0, 0, 21, 22]])
+    kw = dict(do_sample=True, max_new_tokens=8, top_k=40, top_p=0.9, temperature=0.8, pad_token_id=0)
+    alone = ours.generate(a, seed=[5], **kw)
+    batch = ours.generate(torch.cat([b, a]), attention_mask=torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]),
+                          seed=[9, 5], **kw)
+    assert torch.equal(alone[0], batch[1])
+    assert torch.equal(ours.generate(a, seed=[5], **kw), alone)  # reproducible
+    other = ours.generate(a, seed=[6], **kw)
+    assert not torch.equal(other, alone)
+
+
+def test_seed_extension_rejects_what_it_cannot_do(pair):
+    _, ours = pair
+    ids = torch.tensor([[5, 6]])
+    with pytest.raises(ValueError, match="do_sample"):
+        ours.generate(ids, seed=1, max_new_tokens=2)
+    with pytest.raises(ValueError, match="NoRepeatNGram"):
+        ours.generate(ids, seed=1, do_sample=True, no_repeat_ngram_size=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="one per prompt"):
+        ours.generate(ids, seed=[1, 2], do_sample=True, max_new_tokens=2)
