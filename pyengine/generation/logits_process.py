@@ -38,6 +38,17 @@ class LogitsProcessor:
 LogitsWarper = LogitsProcessor
 
 
+def as_specs(processors: Any) -> list[Any]:
+    """A user's processor list as engine specs: our classes run as engine ops (unless a subclass overrides
+    `__call__`), any other object is wrapped and called as transformers calls it."""
+    out = []
+    for proc in processors or []:
+        spec = getattr(proc, "spec", None)
+        native = spec is not None and type(proc).__call__ is LogitsProcessor.__call__
+        out.append(spec if native else P.Custom(proc))
+    return out
+
+
 class LogitsProcessorList(list):
     """Applies each processor in order; extra kwargs reach the processors whose `__call__` takes them."""
 

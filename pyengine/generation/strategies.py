@@ -16,10 +16,9 @@ import torch
 
 from pyengine.backends.torch.backend import TorchBackend
 from pyengine.engine import loop
-from pyengine.engine import processors as P
 from pyengine.engine.group_beam_search import run_group_beam
 from pyengine.engine.plan import DecodePlan
-from pyengine.generation.logits_process import LogitsProcessor
+from pyengine.generation.logits_process import as_specs
 from pyengine.generation.step import CausalLMStep, Seq2SeqStep
 from pyengine.generation.stopping_criteria import MaxLengthCriteria
 from pyengine.modeling_outputs import BaseModelOutput
@@ -106,7 +105,7 @@ class StrategyMethodsMixin:
         eos_ids = [] if eos is None else ([int(eos)] if isinstance(eos, int) else [int(e) for e in eos])
         pad = _pick(pad, gen.pad_token_id)
         config.max_length, user_criteria = _split_criteria(criteria, _pick(max_length, gen.max_length), mode)
-        specs = _specs(processors) + _specs(warpers)
+        specs = as_specs(processors) + as_specs(warpers)
         plan = DecodePlan(
             strategy="sample" if mode in ("sample", "beam_sample") else "greedy",
             processors=specs,
@@ -147,15 +146,6 @@ class StrategyMethodsMixin:
 
 def _pick(value: Any, default: Any) -> Any:
     return default if value is None else value
-
-
-def _specs(processors: Any) -> list[Any]:
-    out = []
-    for proc in processors or []:
-        spec = getattr(proc, "spec", None)
-        native = spec is not None and type(proc).__call__ is LogitsProcessor.__call__
-        out.append(spec if native else P.Custom(proc))
-    return out
 
 
 def _split_criteria(criteria: Any, max_length: int | None, mode: str) -> tuple[int, list[Any]]:

@@ -22,7 +22,6 @@ import torch
 
 from pyengine.backends.torch.backend import TorchBackend
 from pyengine.engine import loop
-from pyengine.engine import processors as P
 from pyengine.engine.beam_scorer import BeamSearchScorer
 from pyengine.engine.beam_search import run_beam
 from pyengine.engine.group_beam_search import run_group_beam
@@ -36,9 +35,9 @@ from pyengine.engine.plan import build_plan, fuse_sample
 from pyengine.generation.logits_process import (
     EncoderNoRepeatNGramLogitsProcessor,
     EncoderRepetitionPenaltyLogitsProcessor,
-    LogitsProcessor,
     LogitsProcessorList,
     PrefixConstrainedLogitsProcessor,
+    as_specs,
 )
 from pyengine.generation.step import CausalLMStep, Seq2SeqStep
 from pyengine.generation.stopping_criteria import StoppingCriteriaList
@@ -189,7 +188,7 @@ class GenerationMixin(StrategyMethodsMixin):
             eos_token_ids=eos_ids,
             pad_token_id=pad_id,
             num_beams=config.num_beams,
-            custom_processors=_custom_processors(logits_processor),
+            custom_processors=as_specs(logits_processor),
             custom_criteria=_custom_criteria(stopping_criteria),
             framework_processors=_framework_processors(config, inputs, prefix_allowed_tokens_fn),
         )
@@ -466,16 +465,6 @@ def _infer_attention_mask(input_ids: torch.Tensor, pad_id: int | None, eos_ids: 
     if pad_id is not None and pad_id not in eos_ids and bool((input_ids == pad_id).any()):
         return input_ids.ne(pad_id).long()
     return torch.ones_like(input_ids, dtype=torch.long)
-
-
-def _custom_processors(processors: LogitsProcessorList | None) -> list[Any]:
-    """User processors: ours become engine specs, anything else is called as-is."""
-    out = []
-    for proc in processors or []:
-        spec = getattr(proc, "spec", None)
-        native = spec is not None and type(proc).__call__ is LogitsProcessor.__call__
-        out.append(spec if native else P.Custom(proc))
-    return out
 
 
 def _framework_processors(config: GenerationConfig, prompt_ids: torch.Tensor, prefix_fn: Any) -> dict[str, Any]:
