@@ -39,7 +39,7 @@ def cases() -> list[Case]:
              _impls("repetition_penalty", lambda: rep(ids, s), (s, ids, 1.3), ref.repetition_penalty, (s_np, ids_np, 1.3)),
              repeats={"reference": 5}),
         Case("min_length (active: 256 < 1000)",
-             _impls("min_length", lambda: minl(ids, s), (s, 256, 1000, EOS), ref.min_length, (s_np, 256, 1000, EOS)),
+             _impls("min_length", lambda: minl(ids, s), (s, ids, 1000, EOS), ref.min_length, (s_np, ids_np, 1000, EOS)),
              repeats={"reference": 5}),
         Case("bad_words (8 words, 4 single-token)",
              _impls("bad_words", lambda: bad(ids, s), (s, ids, BAD_WORDS), ref.bad_words, (s_np, ids_np, BAD_WORDS)),

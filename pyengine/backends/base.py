@@ -40,6 +40,22 @@ class Backend(Protocol):
     def sample(self, scores: Array, rng: Any) -> Array:
         """Draw one token per row from softmax(scores) with the backend's random source."""
 
+    # -- compiled-loop primitives (engine/compiled.py; TF, JAX and NumPy, which is the oracle) ----------
+    def while_loop(self, cond: Any, body: Any, state: tuple) -> tuple:
+        """`while cond(state): state = body(state)`; state is a tuple of arrays (nests allowed)."""
+
+    def all_traced(self, x: Array) -> Array:
+        """0-d bool array: every element true (stays on the device, unlike `all`)."""
+
+    def rng_split(self, rng: Any) -> tuple[Any, Any]:
+        """(next state, key for this draw); `sample(scores, key)` then draws."""
+
+    def dynamic_set_column(self, buffer: Array, col: Array, values: Array) -> Array:
+        """A copy of `buffer` `[B, T]` with column `col` (0-d int array) set to `values` `[B]`."""
+
+    def dynamic_set_step(self, buffer: Array, step: Array, values: Array) -> Array:
+        """A copy of `buffer` `[B, N, V]` with `[:, step]` set to `values` `[B, V]`."""
+
     # -- array primitives used by beam search (torch semantics; numpy mirrors them) --------------------
     def arange(self, n: int) -> Array: ...
 

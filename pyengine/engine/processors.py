@@ -67,7 +67,7 @@ class MinLength:
     argmax_invariant = False
 
     def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        return ops.min_length(scores, tokens.shape[1], self.min_length, self.eos_token_ids)
+        return ops.min_length(scores, tokens, self.min_length, self.eos_token_ids)
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class MinNewTokens:
     argmax_invariant = False
 
     def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        new = tokens.shape[1] - self.prompt_length
-        return ops.min_length(scores, new, self.min_new_tokens, self.eos_token_ids)
+        # new tokens < min_new_tokens  <=>  length < prompt_length + min_new_tokens
+        return ops.min_length(scores, tokens, self.prompt_length + self.min_new_tokens, self.eos_token_ids)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class ForcedBOS:
     argmax_invariant = False
 
     def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        return ops.forced_token(scores, (self.bos_token_id,)) if tokens.shape[1] == 1 else scores
+        return ops.forced_token(scores, tokens, 1, (self.bos_token_id,))
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class ForcedEOS:
     argmax_invariant = False
 
     def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        return ops.forced_token(scores, self.eos_token_ids) if tokens.shape[1] == self.max_length - 1 else scores
+        return ops.forced_token(scores, tokens, self.max_length - 1, self.eos_token_ids)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,11 @@
 Every op takes `scores` `[B, V]` (and, where it needs history, `tokens` `[B, T]`: prompt plus generated
 ids) and returns a new array; inputs are never modified. Semantics follow transformers 4.57
 `generation/logits_process.py`; the class each op mirrors is named in its docstring.
+
+History and the compiled loop: a compiled (XLA) loop keeps one fixed-size `[B, max_length]` buffer in
+which positions not yet written hold -1 (engine/compiled.py). Ids < 0 are therefore "no token", and the
+current length is the number of entries >= 0 in a row (every row has the same length: left padding uses
+the pad id). An eager history has no -1, so its length is simply `T`.
 """
 
 from __future__ import annotations
@@ -27,16 +32,29 @@ def repetition_penalty(scores: np.ndarray, tokens: np.ndarray, penalty: float) -
     """
     out = scores.copy()
     for row in range(scores.shape[0]):
-        ids = np.unique(tokens[row])
+        ids = np.unique(written(tokens)[row])
         s = scores[row, ids]
         out[row, ids] = np.where(s < 0, s * penalty, s / penalty)
     return out
 
 
-def min_length(scores: np.ndarray, cur_len: int, min_len: int, eos_token_ids: Sequence[int]) -> np.ndarray:
-    """Ban EOS while `cur_len < min_len`; `cur_len` counts the prompt (MinLengthLogitsProcessor)."""
+def seq_length(tokens: np.ndarray) -> int:
+    """The history's current length: entries >= 0 in a row (all rows have the same length)."""
+    return int((tokens[0] >= 0).sum()) if tokens.shape[0] else tokens.shape[1]
+
+
+def written(tokens: np.ndarray) -> np.ndarray:
+    """The written part `[B, seq_length]` of a history (drops the -1 tail of a compiled-loop buffer)."""
+    return tokens[:, : seq_length(tokens)]
+
+
+def min_length(scores: np.ndarray, tokens: np.ndarray, min_len: int, eos_token_ids: Sequence[int]) -> np.ndarray:
+    """Ban EOS while the length (prompt included) is below `min_len` (MinLengthLogitsProcessor).
+
+    MinNewTokensLengthLogitsProcessor is the same op with `min_len = prompt_length + min_new_tokens`.
+    """
     out = scores.copy()
-    if cur_len < min_len:
+    if seq_length(tokens) < min_len:
         out[:, list(eos_token_ids)] = NEG_INF
     return out
 
@@ -47,6 +65,7 @@ def no_repeat_ngram(scores: np.ndarray, tokens: np.ndarray, ngram_size: int) -> 
     The row's whole history counts, prompt included. Nothing is banned while `cur_len + 1 < n`.
     """
     out = scores.copy()
+    tokens = written(tokens)
     cur_len = tokens.shape[1]
     if cur_len + 1 < ngram_size:
         return out
@@ -72,6 +91,7 @@ def bad_words(scores: np.ndarray, tokens: np.ndarray, bad_words_ids: Sequence[Se
     history ends with `[t1..t(k-1)]`; its earlier tokens stay allowed.
     """
     out = scores.copy()
+    tokens = written(tokens)
     for word in bad_words_ids:
         *prefix, last = word
         for row in range(tokens.shape[0]):
@@ -80,8 +100,13 @@ def bad_words(scores: np.ndarray, tokens: np.ndarray, bad_words_ids: Sequence[Se
     return out
 
 
-def forced_token(scores: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
-    """Every score becomes -inf except `token_ids`, which become 0 (ForcedBOS/ForcedEOS processors)."""
+def forced_token(scores: np.ndarray, tokens: np.ndarray, at_len: int, token_ids: Sequence[int]) -> np.ndarray:
+    """At length `at_len`, every score becomes -inf except `token_ids`, which become 0; otherwise unchanged.
+
+    ForcedBOSTokenLogitsProcessor is `at_len=1`, ForcedEOSTokenLogitsProcessor `at_len=max_length-1`.
+    """
+    if seq_length(tokens) != at_len:
+        return scores.copy()
     out = np.full_like(scores, NEG_INF)
     out[:, list(token_ids)] = 0
     return out

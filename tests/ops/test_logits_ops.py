@@ -136,8 +136,40 @@ def test_bad_words(fn, rng):
 def test_min_length(fn, rng):
     s = scores_for((3, 10), rng)
     for cur in (2, 5):
-        want = ref_logits.min_length(s, cur, 5, (1, 4))
-        np.testing.assert_array_equal(to_numpy(fn(_t(s), cur, 5, (1, 4))), want)
+        tokens = rng.integers(0, 10, size=(3, cur))
+        want = ref_logits.min_length(s, tokens, 5, (1, 4))
+        assert np.isinf(want[:, [1, 4]]).all() == (cur < 5)
+        np.testing.assert_array_equal(to_numpy(fn(_t(s), _t(tokens), 5, (1, 4))), want)
+
+
+@pytest.mark.parametrize("fn", impls_of("forced_token"))
+def test_forced_token_only_at_its_length(fn, rng):
+    s = scores_for((3, 10), rng)
+    for cur in (1, 2):
+        tokens = rng.integers(0, 10, size=(3, cur))
+        want = ref_logits.forced_token(s, tokens, 1, (6,))
+        if cur == 1:
+            assert (want[:, 6] == 0).all() and np.isinf(np.delete(want, 6, axis=1)).all()
+        else:
+            np.testing.assert_array_equal(want, s)
+        np.testing.assert_array_equal(to_numpy(fn(_t(s), _t(tokens), 1, (6,))), want)
+
+
+def test_reference_ops_ignore_the_unwritten_tail():
+    """A compiled loop's buffer holds -1 past the current length: the reference treats it as absent."""
+    rng = np.random.default_rng(0)
+    s = scores_for((2, 12), rng)
+    hist = rng.integers(0, 12, size=(2, 5))
+    buf = np.concatenate([hist, np.full((2, 4), -1)], axis=1)
+    assert ref_logits.seq_length(buf) == 5 and ref_logits.seq_length(hist) == 5
+    for op, args in [
+        (ref_logits.repetition_penalty, (1.7,)),
+        (ref_logits.no_repeat_ngram, (2,)),
+        (ref_logits.bad_words, ([[int(hist[0, -1]), 3], [5]],)),
+        (ref_logits.min_length, (6, (2,))),
+        (ref_logits.forced_token, (5, (7,))),
+    ]:
+        np.testing.assert_array_equal(op(s, buf, *args), op(s, hist, *args))
 
 
 @pytest.mark.parametrize("fn", impls_of("inf_nan_remove"))

@@ -57,6 +57,28 @@ class NumpyBackend:
     def sample(self, scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return self.ops.sample_from_scores(scores, rng.random(scores.shape[0]))
 
+    # -- compiled-loop primitives (engine/compiled.py); here a plain Python loop, the oracle -------------
+    def while_loop(self, cond: Any, body: Any, state: tuple) -> tuple:
+        while bool(cond(state)):
+            state = body(state)
+        return state
+
+    def all_traced(self, x: np.ndarray) -> np.ndarray:
+        return np.all(x)
+
+    def rng_split(self, rng: np.random.Generator) -> tuple[np.random.Generator, np.random.Generator]:
+        return rng, rng  # a Generator is stateful: drawing from it advances it
+
+    def dynamic_set_column(self, buffer: np.ndarray, col: Any, values: np.ndarray) -> np.ndarray:
+        out = buffer.copy()
+        out[:, int(col)] = values
+        return out
+
+    def dynamic_set_step(self, buffer: np.ndarray, step: Any, values: np.ndarray) -> np.ndarray:
+        out = buffer.copy()
+        out[:, int(step)] = values
+        return out
+
     # -- beam search primitives -----------------------------------------------------------------------
     def arange(self, n: int) -> np.ndarray:
         return np.arange(n)

@@ -54,10 +54,10 @@ def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: floa
     return _ops.repetition_penalty(scores, tokens, float(penalty))
 
 
-def min_length(scores: torch.Tensor, cur_len: int, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
-    if cur_len >= min_len or _native_only(scores):  # nothing to ban: no copy, as native
-        return native.min_length(scores, cur_len, min_len, eos_token_ids)
-    return _ops.min_length(scores, int(cur_len), int(min_len), [int(i) for i in eos_token_ids])
+def min_length(scores: torch.Tensor, tokens: torch.Tensor, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
+    if tokens.shape[1] >= min_len or _native_only(scores):  # nothing to ban: no copy, as native
+        return native.min_length(scores, tokens, min_len, eos_token_ids)
+    return _ops.min_length(scores, int(tokens.shape[1]), int(min_len), [int(i) for i in eos_token_ids])
 
 
 def no_repeat_ngram(scores: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
@@ -73,8 +73,8 @@ def bad_words(scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequenc
     return _ops.bad_words(scores, tokens, flat, [len(word) for word in bad_words_ids])
 
 
-def forced_token(scores: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
-    return native.forced_token(scores, token_ids)
+def forced_token(scores: torch.Tensor, tokens: torch.Tensor, at_len: int, token_ids: Sequence[int]) -> torch.Tensor:
+    return native.forced_token(scores, tokens, at_len, token_ids)
 
 
 def inf_nan_remove(scores: torch.Tensor) -> torch.Tensor:

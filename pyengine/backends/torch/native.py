@@ -24,8 +24,8 @@ def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: floa
     return scores.scatter(1, tokens, score)
 
 
-def min_length(scores: torch.Tensor, cur_len: int, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
-    if cur_len >= min_len:
+def min_length(scores: torch.Tensor, tokens: torch.Tensor, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
+    if tokens.shape[1] >= min_len:  # an eager history holds no -1: its length is its width
         return scores
     out = scores.clone()
     out[:, list(eos_token_ids)] = -float("inf")
@@ -58,7 +58,9 @@ def bad_words(scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequenc
     return out
 
 
-def forced_token(scores: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
+def forced_token(scores: torch.Tensor, tokens: torch.Tensor, at_len: int, token_ids: Sequence[int]) -> torch.Tensor:
+    if tokens.shape[1] != at_len:
+        return scores
     out = torch.full_like(scores, -float("inf"))
     out[:, list(token_ids)] = 0
     return out
