@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from pyengine.checkpoints.resolve import CONFIG_NAME, HubOptions, resolve_file
+from pyengine.hub import PushToHubMixin
 
 __version__ = "4.57.6"  # the transformers version whose file format we write
 
@@ -51,7 +52,7 @@ GENERATION_DEFAULTS: dict[str, Any] = {
 _NOT_SERIALIZED = ("_name_or_path", "_commit_hash", "_attn_implementation", "_output_attentions")
 
 
-class PretrainedConfig:
+class PretrainedConfig(PushToHubMixin):
     """Base class for all model configurations (HF `PretrainedConfig`).
 
     Args:
@@ -258,10 +259,11 @@ class PretrainedConfig:
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False, **kwargs: Any) -> None:
         if os.path.isfile(save_directory):
             raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
-        if push_to_hub:
-            raise NotImplementedError("push_to_hub needs network access; save locally and upload with huggingface-cli.")
         os.makedirs(save_directory, exist_ok=True)
+        push = self._prepare_push(save_directory, kwargs) if push_to_hub else None
         self.to_json_file(os.path.join(save_directory, CONFIG_NAME), use_diff=True)
+        if push is not None:
+            self._upload_modified_files(save_directory, push)
 
     def to_dict(self) -> dict[str, Any]:
         output = copy.deepcopy({k: v for k, v in self.__dict__.items() if k not in _NOT_SERIALIZED})

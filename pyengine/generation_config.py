@@ -15,6 +15,7 @@ import os
 from typing import Any
 
 from pyengine.checkpoints.resolve import GENERATION_CONFIG_NAME, HubOptions, resolve_file
+from pyengine.hub import PushToHubMixin
 
 _DEFAULTS: dict[str, Any] = {
     # length
@@ -106,7 +107,7 @@ def _check_type(name: str, value: Any, kind: type, what: str) -> None:
         raise ValueError(f"`{name}` has to be {what}, but is {value!r}.")
 
 
-class GenerationConfig:
+class GenerationConfig(PushToHubMixin):
     """The parameters of one `generate()` call (HF `GenerationConfig`).
 
     Args:
@@ -252,11 +253,22 @@ class GenerationConfig:
         with open(json_file_path, "w", encoding="utf-8") as f:
             f.write(self.to_json_string(use_diff=use_diff))
 
-    def save_pretrained(self, save_directory: str | os.PathLike, config_file_name: str | None = None, **_: Any) -> None:
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        config_file_name: str | None = None,
+        push_to_hub: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Write `generation_config.json` (or `config_file_name`); with `push_to_hub=True` upload it too
+        (kwargs as in `push_to_hub`: `repo_id`, `commit_message`, `token`, `revision`, ...)."""
         if os.path.isfile(save_directory):
             raise AssertionError(f"Provided path ({save_directory}) should be a directory, not a file")
         os.makedirs(save_directory, exist_ok=True)
+        push = self._prepare_push(save_directory, kwargs) if push_to_hub else None
         self.to_json_file(os.path.join(save_directory, config_file_name or GENERATION_CONFIG_NAME))
+        if push is not None:
+            self._upload_modified_files(save_directory, push)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, GenerationConfig):

@@ -141,3 +141,24 @@ def test_no_change_push_makes_no_commit(hub):
     first = model.push_to_hub("acme/same")
     again = model.push_to_hub("acme/same")
     assert again.oid == first.oid and len(hub.repos["acme/same"].commits) == 2  # initial + one upload
+
+
+def test_config_and_generation_config_push_round_trip(hub, tmp_path):
+    from pyengine.generation_config import GenerationConfig
+
+    config = BertConfig(**BERT_KWARGS)
+    commit = config.push_to_hub("acme/just-config")
+    assert commit.commit_message == "Upload config"
+    assert "config.json" in hub.repos["acme/just-config"].commits[commit.oid]
+    assert BertConfig.from_pretrained("acme/just-config", cache_dir=tmp_path / "c").to_dict() == config.to_dict()
+    theirs = transformers.AutoConfig.from_pretrained("acme/just-config", cache_dir=tmp_path / "hf")
+    assert theirs.hidden_size == config.hidden_size and theirs.model_type == "bert"
+
+    gen = GenerationConfig(do_sample=True, top_k=7, max_new_tokens=11)
+    gen.save_pretrained(tmp_path / "gen-folder", push_to_hub=True, repo_id="acme/just-config",
+                        commit_message="sampling defaults")
+    files = hub.repos["acme/just-config"].commits
+    assert any("generation_config.json" in f for f in files.values())
+    back = GenerationConfig.from_pretrained("acme/just-config", cache_dir=tmp_path / "c2")
+    assert (back.do_sample, back.top_k, back.max_new_tokens) == (True, 7, 11)
+    assert transformers.GenerationConfig.from_pretrained("acme/just-config", cache_dir=tmp_path / "hf2").top_k == 7
