@@ -452,8 +452,8 @@ class PreTrainedModel(nn.Module, ModuleUtilsMixin, PushToHubMixin):
         pruner = HEAD_PRUNERS.get(type(self).__name__)
         if pruner is None:
             raise NotImplementedError(
-                f"{type(self).__name__} does not support head pruning: pyengine prunes BERT and GPT-2 heads "
-                "(transformers 4.57 also prunes T5's, and has no head pruning for LLaMA)."
+                f"{type(self).__name__} does not support head pruning: pyengine prunes BERT, GPT-2 and T5 heads "
+                "(transformers 4.57 has no head pruning for LLaMA either)."
             )
         pruner(self, heads_to_prune)
 

@@ -2,7 +2,9 @@
 
 A pruned model must keep transformers' weights and outputs exactly, record `config.pruned_heads` as lists
 (JSON), and come back pruned from `save_pretrained` in both libraries, whichever wrote it. GPT-2 also
-generates after pruning (its KV cache gets per-layer head counts). LLaMA and T5 refuse with a clear error.
+generates after pruning (its KV cache gets per-layer head counts). T5 prunes encoder self-attention heads
+(transformers 4.57 only manages it in T5EncoderModel; ours also in T5Model / T5ForConditionalGeneration, and
+reloads). LLaMA refuses with a clear error.
 """
 
 from __future__ import annotations
@@ -118,12 +120,47 @@ def test_prune_gpt2_forward_generate_reload(gpt2_pair, tmp_path):
 
 def test_families_without_pruning():
     from pyengine.models.llama import LlamaConfig, LlamaForCausalLM
-    from pyengine.models.t5 import T5Config, T5ForConditionalGeneration
 
     llama = LlamaForCausalLM(LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                          num_attention_heads=4, num_key_value_heads=2))  # fmt: skip
     with pytest.raises(NotImplementedError, match="LlamaModel does not support head pruning"):
         llama.prune_heads({0: [1]})
-    t5 = T5ForConditionalGeneration(T5Config(vocab_size=50, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4))
-    with pytest.raises(NotImplementedError, match="head pruning"):
-        t5.prune_heads({0: [1]})
+
+
+T5_KWARGS = dict(vocab_size=60, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, decoder_start_token_id=0)
+
+
+@torch.no_grad()
+def test_prune_t5_encoder_like_transformers():
+    from pyengine.models.t5 import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    hf = transformers.T5EncoderModel(transformers.T5Config(**T5_KWARGS)).eval()
+    ours = T5EncoderModel(T5Config(**T5_KWARGS)).eval()
+    ours.load_state_dict(hf.state_dict())
+    hf.prune_heads(PRUNE)
+    ours.prune_heads(PRUNE)
+    _assert_same_state(ours, hf)
+    ids, mask = torch.randint(1, 60, (2, 7)), torch.tensor([[1] * 7, [0, 0] + [1] * 5])
+    want = hf(ids, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours(ids, attention_mask=mask).last_hidden_state, want, rtol=0, atol=1e-6)
+
+
+@torch.no_grad()
+def test_pruned_t5_generates_and_reloads_pruned(tmp_path):
+    from pyengine.models.t5 import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(1)
+    model = T5ForConditionalGeneration(T5Config(**T5_KWARGS)).eval()
+    ids = torch.randint(1, 60, (2, 6))
+    before = model(ids, decoder_input_ids=torch.zeros(2, 1, dtype=torch.long)).logits
+    model.prune_heads(PRUNE)
+    attn = model.encoder.block[0].layer[0].SelfAttention
+    assert (attn.n_heads, attn.q.weight.shape) == (2, (16, 32)) and model.config.pruned_heads == PRUNE
+    after = model(ids, decoder_input_ids=torch.zeros(2, 1, dtype=torch.long)).logits
+    assert not torch.allclose(before, after)  # the pruned heads did contribute
+    out = model.generate(ids, max_new_tokens=5, num_beams=2)
+    model.save_pretrained(tmp_path)
+    reloaded = T5ForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert reloaded.encoder.block[1].layer[0].SelfAttention.n_heads == 3
+    assert torch.equal(reloaded.generate(ids, max_new_tokens=5, num_beams=2), out)

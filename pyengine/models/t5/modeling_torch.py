@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from pyengine.backends.torch.cache import KVCache
 from pyengine.backends.torch.functional import get_activation
 from pyengine.generation.utils import GenerationMixin
+from pyengine.modeling_mixins import find_pruneable_heads_and_indices, prune_linear_layer
 from pyengine.modeling_outputs import (
     BaseModelOutput,
     BaseModelOutputWithPastAndCrossAttentions,
@@ -168,6 +169,19 @@ class T5Attention(nn.Module):
         self.o = nn.Linear(self.inner_dim, config.d_model, bias=False)
         if has_relative_attention_bias:
             self.relative_attention_bias = nn.Embedding(config.relative_attention_num_buckets, self.n_heads)
+        self.pruned_heads: set[int] = set()
+
+    def prune_heads(self, heads: list[int] | set[int]) -> None:
+        """Remove heads (original indices) from q/k/v/o; the shared position bias keeps every head and
+        `forward` drops the pruned ones from it (the bias is computed once, by layer 0, for all layers)."""
+        heads, index = find_pruneable_heads_and_indices(heads, self.n_heads, self.key_value_proj_dim, self.pruned_heads)
+        if not heads:
+            return
+        self.q, self.k, self.v = (prune_linear_layer(layer, index) for layer in (self.q, self.k, self.v))
+        self.o = prune_linear_layer(self.o, index, dim=1)
+        self.n_heads -= len(heads)
+        self.inner_dim = self.key_value_proj_dim * self.n_heads
+        self.pruned_heads |= heads
 
     def compute_bias(self, query_positions: torch.Tensor, key_length: int) -> torch.Tensor:
         """Relative position bias `[1, H, S, T]` of queries at `query_positions [S]` over keys `0 .. T-1`."""
@@ -221,6 +235,9 @@ class T5Attention(nn.Module):
         `bias` `[B|1, H|1, S, T]` is added to the scores: relative positions plus the mask (dtype min).
         """
         batch, seq = hidden_states.shape[:2]
+        if self.pruned_heads and bias is not None and bias.shape[1] > 1:  # bias has every original head
+            keep = [h for h in range(bias.shape[1]) if h not in self.pruned_heads]
+            bias = bias[:, keep]
         query = self._heads(self.q(hidden_states))  # [B, H, S, D]
         key, value = self._key_value(hidden_states, key_value_states, cache)  # [B, H, T, D]
         dropout_p = self.dropout if self.training else 0.0
@@ -584,6 +601,12 @@ class T5PreTrainedModel(PreTrainedModel):
             module.o.weight.data.normal_(mean=0.0, std=factor * (heads * d_kv) ** -0.5)
             if module.has_relative_attention_bias:
                 module.relative_attention_bias.weight.data.normal_(mean=0.0, std=factor * d_model**-0.5)
+
+    def _prune_heads(self, heads_to_prune: dict[int, list[int]]) -> None:
+        """Prune encoder self-attention heads `{layer: [heads]}` (transformers 4.57 prunes the same ones
+        in T5EncoderModel; its T5Model / T5ForConditionalGeneration versions raise, ours work)."""
+        for layer, heads in heads_to_prune.items():
+            self.encoder.block[layer].layer[0].SelfAttention.prune_heads(heads)
 
     def _shift_right(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Decoder inputs from labels: `decoder_start_token_id` first, labels shifted right, -100 → pad."""
