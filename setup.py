@@ -4,7 +4,8 @@ Packages: `pyengine` plus the Triton/Pallas sources in `kernels/`, installed as 
 (never as a top-level `kernels` package: that name belongs to another project on PyPI).
 
 Extension: `pyengine._C` is built from `csrc/` only when torch is importable in the *build* environment
-and C++ sources exist. Build against the torch already installed (`pip install --no-build-isolation`),
+and C++ sources exist; the CUDA sources `csrc/cuda/*.cu` join it when a CUDA toolkit and a CUDA build of
+torch are both present. Build against the torch already installed (`pip install --no-build-isolation`),
 otherwise pip's isolation would fetch a second, multi-GB torch. Without torch nothing native is built
 and every op runs on its native (framework) implementation.
 """
@@ -39,16 +40,22 @@ def _extensions() -> tuple[list, dict]:
     if not sources:
         return [], {}
     try:
-        from torch.utils.cpp_extension import BuildExtension, CppExtension
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
     except ImportError:  # no torch in the build environment: pure-Python install
         return [], {}
     # Cap parallel compile jobs by memory, as flash-attn does: each C++ TU with torch headers needs ~1.5 GB.
     os.environ.setdefault("MAX_JOBS", "2")
-    ext = CppExtension(
+    cxx_flags = ["-O3", "-march=native", "-fopenmp"]
+    # CUDA sources (csrc/cuda/*.cu) only with a CUDA toolkit AND a CUDA build of torch; PYENGINE_SKIP_CUDA_BUILD=1 opts out.
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+    use_cuda = bool(cuda_sources) and CUDA_HOME is not None and torch.version.cuda is not None
+    use_cuda = use_cuda and os.environ.get("PYENGINE_SKIP_CUDA_BUILD") != "1"
+    ext = (CUDAExtension if use_cuda else CppExtension)(
         "pyengine._C",
-        sources,
+        sources + (cuda_sources if use_cuda else []),
         include_dirs=[os.path.join(ROOT, "csrc", "include")],
-        extra_compile_args=["-O3", "-march=native", "-fopenmp"],
+        extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-lineinfo"]} if use_cuda else cxx_flags,
         extra_link_args=["-fopenmp"],
     )
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}

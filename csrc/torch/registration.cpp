@@ -40,6 +40,27 @@ TORCH_LIBRARY(pyengine, m) {
   m.def(
       "kv_block_prepare(Tensor block_table, Tensor index, int length, int count, int block_size, int num_blocks) "
       "-> (Tensor, Tensor, Tensor)");
+  // decode-step kernels of the PyTorch models (pyengine/backends/torch/decode.py holds the references)
+  m.def(
+      "linear_into(Tensor(a!) out, Tensor x, Tensor[] weights, Tensor[] scales, Tensor[] biases, bool accumulate, "
+      "bool weight_kn) -> ()");
+  m.def("rms_norm_into(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
+  m.def("layer_norm_into(Tensor(a!) out, Tensor x, Tensor weight, Tensor bias, float eps) -> ()");
+  m.def(
+      "decode_attention(Tensor(a!) out, Tensor qkv, Tensor(b!) key_cache, Tensor(c!) value_cache, Tensor? cos, "
+      "Tensor? sin, Tensor positions, int length, Tensor? key_mask, int num_heads, float scale) -> ()");
+  // issue 7: attention through the batch engine's block tables (pyengine/batch/paged_attention.py)
+  m.def(
+      "paged_attention(Tensor query, Tensor key_pool, Tensor value_pool, Tensor block_table, Tensor context_lens, "
+      "Tensor query_lens, float scale) -> Tensor");
+  // issue 4: beam search step and beam KV reordering (pyengine/ops/beam.py)
+  m.def(
+      "beam_step(Tensor logits, Tensor(a!) running, Tensor(b!) running_scores, Tensor(c!) running_idx, "
+      "Tensor(d!) sequences, Tensor(e!) beam_scores, Tensor(f!) beam_idx, Tensor(g!) is_finished, "
+      "Tensor(h!) improvable, int cur_len, int prompt_len, float penalty, int min_len, int[] eos_token_ids, "
+      "int[] banned_ids, float length_penalty, int early_stopping, bool stop_all, bool log_softmax, "
+      "Tensor(i!)? scores_out) -> (Tensor, bool)");
+  m.def("kv_reorder_suffix(Tensor(a!)[] caches, Tensor index, Tensor start, int length) -> ()");
 }
 
 namespace {

@@ -29,11 +29,14 @@ class Impl:
         label: one of IMPL_LABELS.
         fn: the callable.
         available: returns None when usable, else the reason it is not (checked at select time).
+        quiet: True for impls that need hardware a machine may simply lack (cuda, triton without a GPU):
+            the automatic choice then moves on without a warning; a forced choice still raises.
     """
 
     label: str
     fn: Callable[..., Any]
     available: Callable[[], str | None] = field(default=lambda: None)
+    quiet: bool = False
 
     def __post_init__(self) -> None:
         if self.label not in IMPL_LABELS:
@@ -59,7 +62,7 @@ def select(op: str, impls: list[Impl]) -> Impl:
         reason = impl.available()
         if reason is None:
             return impl
-        if (op, impl.label) not in _warned:
+        if not impl.quiet and (op, impl.label) not in _warned:
             _warned.add((op, impl.label))
             warnings.warn(f"pyengine: {impl.label} {op} unavailable ({reason}); using the next one", stacklevel=2)
     raise RuntimeError(f"no implementation of {op} is available")

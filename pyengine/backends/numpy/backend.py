@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pyengine.ops import fused, logits, sampling
+from pyengine.ops import beam, fused, logits, sampling
 from pyengine.ops.registry import Impl, OpTable
 
 OPS = {
@@ -17,6 +17,7 @@ OPS = {
                   "inf_nan_remove", "hamming_diversity")),
         (sampling, ("top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores")),
         (fused, ("fused_argmax", "fused_sample")),
+        (beam, ("beam_step", "kv_reorder_suffix")),
     )
     for name in names
 }

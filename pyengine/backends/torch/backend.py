@@ -3,7 +3,9 @@
 The op table lists implementations in preference order; `native` (plain torch, transformers' exact
 arithmetic) is always available. `cpp` (the C++ CPU kernels of `pyengine._C`, csrc/) comes first where it
 exists and is available when the extension loads (`_C.available()` gives the reason when not).
-Triton/CUDA entries join the table in later issues.
+`cuda` (csrc/cuda/, built with a CUDA toolkit and a CUDA torch) and `triton` (kernels/triton/) come first
+for their ops; both are `quiet` (a machine without a GPU skips them without a warning) and pass tensors
+they do not take (CPU tensors) on to cpp/native, so they win on CUDA tensors only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import torch
 
-from pyengine.backends.torch import _C, cpp, native
+from pyengine.backends.torch import _C, cpp, cuda, native, triton
 from pyengine.ops.registry import Impl, OpTable
 
 OP_NAMES = (
@@ -29,10 +31,46 @@ CPP_OPS = (
     "kv_append", "kv_reorder", "kv_append_paged", "kv_gather_paged", "kv_copy_blocks", "kv_block_prepare",
 )
 OPS = {
-    name: ([Impl("cpp", getattr(cpp, name), available=_C.available)] if name in CPP_OPS else [])
+    name: ([Impl("cuda", getattr(cuda, name), available=cuda.available, quiet=True)] if name in cuda.OPS else [])
+    + ([Impl("triton", getattr(triton, name), available=triton.availability(name), quiet=True)] if name in triton.OPS else [])
+    + ([Impl("cpp", getattr(cpp, name), available=_C.available)] if name in CPP_OPS else [])
     + [Impl("native", getattr(native, name))]
     for name in dict.fromkeys(OP_NAMES + CPP_OPS)
 }
+
+
+def _paged_attention_native(*args: Any) -> torch.Tensor:
+    # Imported on use: the batch engine (which owns the op's spec and native path) imports this module.
+    from pyengine.batch.paged_attention import paged_attention_native
+
+    return paged_attention_native(*args)
+
+
+# issue 7: attention through the batch engine's block tables (spec: pyengine/batch/paged_attention.py)
+OPS["paged_attention"] = [Impl("cpp", cpp.paged_attention, available=_C.available),
+                          Impl("native", _paged_attention_native)]  # fmt: skip
+
+
+def beam_step_native(*args: Any, **kwargs: Any) -> tuple[torch.Tensor, bool]:
+    """`beam_step` from torch primitives: the engine's step-by-step beam bookkeeping on this backend."""
+    from pyengine.engine.beam_search import beam_step_native as step  # the engine imports no framework
+
+    return step(TorchBackend(args[0].device), *args, **kwargs)
+
+
+def kv_reorder_suffix_native(caches: Any, index: torch.Tensor, start: torch.Tensor, length: int) -> None:
+    """`kv_reorder_suffix` by slicing: each moved row's divergent suffix, all staged before any is written."""
+    moved = [(r, i, s) for r, (i, s) in enumerate(zip(index.tolist(), start.tolist())) if i != r and s < length]
+    for cache in caches:
+        staged = [cache[i, :, s:length].clone() for _, i, s in moved]
+        for (r, _, s), part in zip(moved, staged):
+            cache[r, :, s:length] = part
+
+
+# issue 4: the beam search step and beam KV reordering (spec: pyengine/ops/beam.py)
+OPS["beam_step"] = [Impl("cpp", cpp.beam_step, available=_C.available), Impl("native", beam_step_native)]
+OPS["kv_reorder_suffix"] = [Impl("cpp", cpp.kv_reorder_suffix, available=_C.available),
+                            Impl("native", kv_reorder_suffix_native)]  # fmt: skip
 
 
 class TorchBackend:

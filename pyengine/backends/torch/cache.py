@@ -5,6 +5,12 @@ One pair of buffers per layer, `[B, H_kv, T_max, D]`. A forward pass of `s` new 
 the engine sizes the cache to `max_length` up front. A user who calls `forward(use_cache=True)` without
 a cache gets one that grows geometrically (amortised O(1) per token) when it fills.
 
+Beam search reorders rows in place without copying every layer's cache: `writer` `[B, T]` records which
+forward wrote each row's positions, and `reorder(index)` moves, in every layer, only the positions after
+the point where a row's writers and its new parent's differ (`kv_reorder_suffix`; spec in
+`pyengine.ops.beam`). Beams share their history up to their common ancestor, so a step moves a few
+positions per re-parented row instead of the whole `[B, H, T_max, D]` of every layer.
+
 It also answers the parts of transformers' `Cache` API that user code touches: `get_seq_length()`,
 `len(cache)`, `cache[layer] -> (k, v)` and `to_legacy_cache()`.
 """
@@ -40,6 +46,12 @@ class KVCache:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]  # [B, H, T, D]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(num_layers)]
         self.length = 0  # positions [0, length) hold valid keys/values
+        # Beam reordering (issue 4): which forward wrote each row's positions. Two rows whose writers agree
+        # up to position p hold the same keys/values there, so a reorder moves only what follows.
+        self.writer = torch.arange(batch_size).repeat_interleave(max_length).view(batch_size, max_length)  # [B, T]
+        self._next_writer = batch_size
+        self.reorder_bytes = 0  # bytes moved by reorder() so far (benchmarks, tests)
+        self._reorder_fn = None  # kv_reorder_suffix's implementation, chosen at the first reorder
 
     @property
     def capacity(self) -> int:
@@ -58,13 +70,29 @@ class KVCache:
         return self.keys[layer_idx][:, :, :end], self.values[layer_idx][:, :, :end]
 
     def advance(self, num_tokens: int) -> None:
+        rows = self.writer.shape[0]
+        self.writer[:, self.length : self.length + num_tokens] = torch.arange(rows)[:, None] + self._next_writer
+        self._next_writer += rows
         self.length += num_tokens
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Gather rows `index` `[B]` (beam search: new beam i continues old beam index[i])."""
-        for buffers in (self.keys, self.values):
-            for i, buf in enumerate(buffers):
-                buffers[i] = buf.index_select(0, index)
+        """Beam search: new row i continues old row `index[i]` `[B]`, in place, in every layer.
+
+        Only positions after the point where row i's writers and row index[i]'s part ways move (one op,
+        `kv_reorder_suffix`, for all layers): a beam that keeps its row moves nothing, a beam that forks
+        from a sibling moves the few tokens since their common ancestor, not the whole cache.
+        """
+        length, idx = self.length, index.to(device="cpu", dtype=torch.long)
+        parent_writer = self.writer.index_select(0, idx)  # [B, T]
+        differs = self.writer[:, :length] != parent_writer[:, :length]  # [B, length]
+        start = torch.where(differs.any(dim=1), differs.to(torch.uint8).argmax(dim=1), length)  # first difference
+        self.writer = parent_writer
+        moved = (idx != torch.arange(idx.shape[0])) & (start < length)
+        per_position = sum(b.shape[1] * b.shape[3] * b.element_size() for b in self.keys + self.values)
+        self.reorder_bytes += int((length - start[moved]).sum()) * per_position
+        if self._reorder_fn is None:
+            self._reorder_fn = _reorder_op()
+        self._reorder_fn(self.keys + self.values, idx, start, length)
 
     def _grow(self, needed: int) -> None:
         new_cap = max(needed, 2 * self.capacity)
@@ -73,6 +101,7 @@ class KVCache:
                 grown = buf.new_zeros(buf.shape[0], buf.shape[1], new_cap, buf.shape[3])
                 grown[:, :, : self.length] = buf[:, :, : self.length]
                 buffers[i] = grown
+        self.writer = torch.cat([self.writer, self.writer[:, -1:].expand(-1, new_cap - self.writer.shape[1])], dim=1)
 
     # -- transformers Cache surface --------------------------------------------------------------------
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -100,3 +129,12 @@ class KVCache:
             cache.values[i].copy_(v)
         cache.length = k0.shape[2]
         return cache
+
+
+
+def _reorder_op():
+    """`kv_reorder_suffix` from the torch op table (C++ when built, else native); a cache asks once."""
+    from pyengine.backends.torch.backend import OPS  # on use: backend imports the models' modules
+    from pyengine.ops.registry import select
+
+    return select("kv_reorder_suffix", OPS["kv_reorder_suffix"]).fn

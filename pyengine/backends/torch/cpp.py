@@ -239,3 +239,68 @@ def register_fakes() -> None:
     torch.library.register_fake("pyengine::kv_gather_paged")(
         lambda pool, table, length: pool.new_empty((table.shape[0], pool.shape[1], length, pool.shape[3]))
     )
+
+
+# -- decode-step kernels of the PyTorch models (references: pyengine/backends/torch/decode.py) --------------
+def linear_into(out, x, weights, scales, biases, accumulate: bool = False, weight_kn: bool = False) -> None:
+    _ops.linear_into(out, x, list(weights), list(scales), list(biases), bool(accumulate), bool(weight_kn))
+
+
+def rms_norm_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
+    _ops.rms_norm_into(out, x, weight, float(eps))
+
+
+def layer_norm_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float) -> None:
+    _ops.layer_norm_into(out, x, weight, bias, float(eps))
+
+
+def decode_attention(out, qkv, key_cache, value_cache, cos, sin, positions, length: int, key_mask,
+                     num_heads: int, scale: float) -> None:
+    _ops.decode_attention(out, qkv, key_cache, value_cache, cos, sin, positions, int(length), key_mask,
+                          int(num_heads), float(scale))
+
+
+def paged_attention(
+    query: torch.Tensor,
+    key_pool: torch.Tensor,
+    value_pool: torch.Tensor,
+    block_table: torch.Tensor,
+    context_lens: torch.Tensor,
+    query_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Issue 7: attention through block tables (spec: pyengine/batch/paged_attention.py); float32 only."""
+    return _ops.paged_attention(query, key_pool, value_pool, block_table, context_lens, query_lens, float(scale))
+
+
+# -- issue 4: beam search step (spec: pyengine/ops/beam.py) --------------------------------------------------
+def beam_step(logits: torch.Tensor, state, cur_len: int, prompt_len: int, max_length: int, *, penalty: float = 1.0,
+              min_len: int = 0, eos_token_ids: Sequence[int] = (), banned_ids: Sequence[int] = (),
+              length_penalty: float = 1.0, early_stopping: int = 0, stop_all: bool = False, log_softmax: bool = True,
+              scores_out: torch.Tensor | None = None) -> tuple[torch.Tensor, bool]:
+    """One beam search step, updating `state` (`pyengine.engine.beam_search.BeamState`) in place."""
+    if state.running.shape[2] != max_length:
+        raise ValueError(f"beam_step: the state holds {state.running.shape[2]} positions, max_length is {max_length}")
+    if _native_only(logits):
+        from pyengine.backends.torch.backend import beam_step_native
+
+        return beam_step_native(logits, state, cur_len, prompt_len, max_length, penalty=penalty, min_len=min_len,
+                                eos_token_ids=eos_token_ids, banned_ids=banned_ids, length_penalty=length_penalty,
+                                early_stopping=early_stopping, stop_all=stop_all, log_softmax=log_softmax,
+                                scores_out=scores_out)  # fmt: skip
+    s = state
+    return _ops.beam_step(
+        logits, s.running, s.running_scores, s.running_idx, s.sequences, s.beam_scores, s.beam_idx, s.is_finished,
+        s.improvable, int(cur_len), int(prompt_len), float(penalty), int(min_len), [int(i) for i in eos_token_ids],
+        [int(i) for i in banned_ids], float(length_penalty), int(early_stopping), bool(stop_all), bool(log_softmax),
+        scores_out,
+    )
+
+
+def kv_reorder_suffix(caches: Sequence[torch.Tensor], index: torch.Tensor, start: torch.Tensor, length: int) -> None:
+    """Beam KV reordering of the divergent suffixes only (spec: `pyengine.ops.beam.kv_reorder_suffix`)."""
+    if any(c.device.type != "cpu" for c in caches):
+        from pyengine.backends.torch.backend import kv_reorder_suffix_native
+
+        return kv_reorder_suffix_native(caches, index, start, length)
+    _ops.kv_reorder_suffix(list(caches), index, start, int(length))

@@ -1,0 +1,94 @@
+// Per-token pieces of a decode step besides the matrix products: norms, RoPE, attention of one new query.
+//
+// Header-only, no torch; raw pointers with explicit strides. Everything accumulates in float32 (the models
+// run the decode path in float32 activations whatever the weight type).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace pyengine {
+
+// a . b over n floats (AVX-512 for whole 16-lane chunks).
+inline float dot_f32(const float* a, const float* b, int64_t n) {
+  int64_t i = 0;
+  float s = 0.f;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  s = _mm512_reduce_add_ps(acc);
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// y += p * x over n floats.
+inline void axpy_f32(float p, const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  const __m512 vp = _mm512_set1_ps(p);
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(vp, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+#endif
+  for (; i < n; ++i) y[i] += p * x[i];
+}
+
+// out = w * (x / sqrt(mean(x^2) + eps)), transformers' LlamaRMSNorm order of operations.
+inline void rms_norm_row(const float* x, const float* w, int64_t n, float eps, float* out) {
+  const float ss = dot_f32(x, x, n);
+  const float r = 1.f / std::sqrt(ss / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = w[i] * (x[i] * r);
+}
+
+// out = (x - mean) / sqrt(var + eps) * w + b with the biased variance (torch.nn.LayerNorm).
+inline void layer_norm_row(const float* x, const float* w, const float* b, int64_t n, float eps, float* out) {
+  float mean = 0.f;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<float>(n);
+  float var = 0.f;
+  for (int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  const float r = 1.f / std::sqrt(var / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] - mean) * r * w[i] + (b ? b[i] : 0.f);
+}
+
+// LLaMA's rotate-half RoPE of one head: out = x * cos + rotate_half(x) * sin (cos/sin rows of width D).
+inline void rope_head(const float* x, const float* cos, const float* sin, int64_t D, float* out) {
+  const int64_t half = D / 2;
+  for (int64_t i = 0; i < half; ++i) out[i] = x[i] * cos[i] - x[i + half] * sin[i];
+  for (int64_t i = half; i < D; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
+}
+
+// Attention of one query head `q` [D] over keys/values [T, D] (row stride D), the newest key at T - 1.
+// `visible(t)` says whether key t may be attended; the newest key always is (see build_attention_mask).
+// `scores` is scratch of T floats. Softmax in float32 with the max subtracted.
+template <class Visible>
+inline void attend_one(const float* q, const float* k, const float* v, int64_t T, int64_t D, float scale,
+                       const Visible& visible, float* scores, float* out) {
+  float best = -std::numeric_limits<float>::infinity();
+  for (int64_t t = 0; t < T; ++t) {
+    if (t != T - 1 && !visible(t)) {
+      scores[t] = -std::numeric_limits<float>::infinity();
+      continue;
+    }
+    scores[t] = dot_f32(q, k + t * D, D) * scale;
+    best = scores[t] > best ? scores[t] : best;
+  }
+  float total = 0.f;
+  for (int64_t t = 0; t < T; ++t) {
+    scores[t] = std::exp(scores[t] - best);  // exp(-inf) = 0 for hidden keys
+    total += scores[t];
+  }
+  for (int64_t d = 0; d < D; ++d) out[d] = 0.f;
+  for (int64_t t = 0; t < T; ++t) {
+    if (scores[t] == 0.f) continue;
+    axpy_f32(scores[t], v + t * D, out, D);
+  }
+  const float inv = 1.f / total;
+  for (int64_t d = 0; d < D; ++d) out[d] *= inv;
+}
+
+}  // namespace pyengine

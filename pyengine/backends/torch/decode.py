@@ -1,0 +1,304 @@
+"""The decode path of the PyTorch models: one new token per row, through reused buffers and C++ kernels.
+
+A decode step multiplies a few rows (the batch) by every weight matrix once, so on a CPU its cost is
+streaming the weights; the library's GEMV for one row reaches about a quarter of the memory bandwidth.
+The model families (`models/<family>/modeling_torch.py`) therefore run a second, decode-only forward
+when `decode_cache()` below accepts the call, built from four ops:
+
+    linear_into       out = [acc +] bias + scale * x @ W^T over a list of weights side by side
+                      (q|k|v, gate|up): fused projections with no concatenated copy of the parameters
+    rms_norm_into     LLaMA's RMSNorm          layer_norm_into   GPT-2's LayerNorm
+    decode_attention  RoPE on q and the new k, the new k/v written into the KVCache, attention of the
+                      one query over the cache with the padding mask read in place (no [B, 1, 1, T] mask)
+
+Each op writes into a caller-owned buffer (`Workspace`, reused across steps of the same batch size).
+The Python function `<op>_reference` next to each is its meaning in torch ops; tests compare the C++
+kernel against it. The plain `forward` stays the reference for whole models: logits agree within the
+float32 tolerance.
+
+Lower-precision weights (`model.quantize("bf16" | "int8")`) make the decode path read bf16 copies, or
+int8 copies with a float32 scale per output row, of every matrix it multiplies (the embedding lookup,
+norms, prefill and the reference forward keep the float32 parameters). Activations and accumulation stay
+float32: weight-only quantization.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from pyengine.backends.torch.cache import KVCache
+
+WEIGHTS_DTYPES = ("float32", "bf16", "int8")
+# float32 products of more rows than this go to the library GEMM (compute-bound there, and MKL's
+# blocking beats our register-blocked dot products); bf16 / int8 always use linear_into.
+LIBRARY_GEMM_MIN_ROWS = 8
+
+
+# -- references -------------------------------------------------------------------------------------------
+def linear_into_reference(out, x, weights, scales, biases, accumulate=False, weight_kn=False) -> None:
+    """`out[:, cols_i] = [out +] bias_i + scale_i * x @ W_i^T` for the weights laid side by side in `out`."""
+    offset = 0
+    for i, w in enumerate(weights):
+        w = w.float()
+        w = w.t() if not weight_kn else w  # [K, N_i]
+        y = x @ w
+        if scales:
+            y = y * scales[i]
+        if biases:
+            y = y + biases[i]
+        cols = out[:, offset : offset + w.shape[1]]
+        cols.add_(y) if accumulate else cols.copy_(y)
+        offset += w.shape[1]
+
+
+def rms_norm_into_reference(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
+    out.copy_(weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)))
+
+
+def layer_norm_into_reference(out, x, weight, bias, eps: float) -> None:
+    out.copy_(F.layer_norm(x, (x.shape[-1],), weight, bias, eps))
+
+
+def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, positions, length, key_mask,
+                               num_heads, scale) -> None:  # fmt: skip
+    """One query per row: rotate q and the new k, write k/v at cache position `length`, attend over `length + 1`.
+
+    Args:
+        out: `[B, H * D]` attention output (heads side by side, as o_proj reads them).
+        qkv: `[B, (H + 2 * H_kv) * D]`, the fused projection: q heads, then k heads, then v heads.
+        key_cache, value_cache: `[B, H_kv, T_max, D]` (a KVCache layer), written in place.
+        cos, sin: RoPE tables `[T_pos, D]` indexed by `positions` `[B]`, or None (GPT-2).
+        key_mask: `[B, length + 1]` with nonzero = visible, or None; the newest key is always visible.
+    """
+    batch, kv_heads, _, dim = key_cache.shape
+    q = qkv[:, : num_heads * dim].view(batch, num_heads, dim)
+    k = qkv[:, num_heads * dim : (num_heads + kv_heads) * dim].view(batch, kv_heads, dim)
+    v = qkv[:, (num_heads + kv_heads) * dim :].view(batch, kv_heads, dim)
+    if cos is not None:
+        c, s = cos[positions][:, None], sin[positions][:, None]  # [B, 1, D]
+
+        def rotate(t):
+            return t * c + torch.cat((-t[..., dim // 2 :], t[..., : dim // 2]), -1) * s
+
+        q, k = rotate(q), rotate(k)
+    key_cache[:, :, length] = k
+    value_cache[:, :, length] = v
+    keys = key_cache[:, :, : length + 1].repeat_interleave(num_heads // kv_heads, 1)  # [B, H, T, D]
+    values = value_cache[:, :, : length + 1].repeat_interleave(num_heads // kv_heads, 1)
+    scores = torch.einsum("bhd,bhtd->bht", q, keys) * scale
+    if key_mask is not None:
+        visible = key_mask.bool().clone()
+        visible[:, -1] = True
+        scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
+    probs = torch.softmax(scores, -1)
+    out.copy_(torch.einsum("bht,bhtd->bhd", probs, values).reshape(batch, -1))
+
+
+# -- the kernels, chosen once ---------------------------------------------------------------------------------
+def kernels_unavailable() -> str | None:
+    """None when the C++ decode kernels can run, else why not."""
+    from pyengine.backends.torch import _C
+
+    reason = _C.available()
+    if reason is not None:
+        return reason
+    if not hasattr(torch.ops.pyengine, "linear_into"):
+        return "the built pyengine extension predates the decode kernels; rebuild it"
+    return None
+
+
+def _kernels() -> Any:
+    from pyengine.backends.torch import cpp
+
+    return cpp
+
+
+# -- weights ----------------------------------------------------------------------------------------------------
+def check_weights_dtype(weights_dtype: str) -> str:
+    name = {"bfloat16": "bf16", "fp32": "float32"}.get(weights_dtype, weights_dtype)
+    if name not in WEIGHTS_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {WEIGHTS_DTYPES}, got {weights_dtype!r}.")
+    return name
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per output row: `weight [N, K] ≈ q * scale[:, None]`, |q| <= 127."""
+    w = weight.detach().float()
+    scale = (w.abs().amax(dim=1) / 127.0).clamp(min=torch.finfo(torch.float32).tiny)  # [N]
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q.contiguous(), scale.contiguous()
+
+
+class Linear:
+    """A projection of the decode path: one or more weights whose outputs lie side by side.
+
+    float32 weights are the model's own parameters (no copy): `[N, K]` for nn.Linear, or `[K, N]` for
+    GPT-2's Conv1D (`weight_kn=True`). bf16 / int8 weights are `[N, K]` copies made once here.
+    """
+
+    def __init__(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor | None] = (),
+                 weight_kn: bool = False, weights_dtype: str = "float32") -> None:  # fmt: skip
+        self.float_weights = [w.detach() for w in weights]
+        self.biases = [b.detach() for b in biases if b is not None]
+        self.weight_kn = weight_kn
+        self.scales: list[torch.Tensor] = []
+        self.quantized = weights_dtype != "float32"
+        if weights_dtype == "float32":
+            self.weights, self.kn = self.float_weights, weight_kn
+        else:
+            nk = [w.t() if weight_kn else w for w in self.float_weights]
+            if weights_dtype == "bf16":
+                self.weights = [w.to(torch.bfloat16).contiguous() for w in nk]
+            else:
+                self.weights, self.scales = map(list, zip(*(quantize_int8(w) for w in nk)))
+            self.kn = False
+        self.out_features = sum(w.shape[0 if not weight_kn else 1] for w in self.float_weights)
+
+    def __call__(self, out: torch.Tensor, x: torch.Tensor, accumulate: bool = False) -> None:
+        """`out [M, N] (+)= x [M, K] @ W^T + bias`."""
+        if not self.quantized and x.shape[0] > LIBRARY_GEMM_MIN_ROWS:
+            self._library(out, x, accumulate)
+        else:
+            _kernels().linear_into(out, x, self.weights, self.scales, self.biases, accumulate, self.kn)
+
+    def _library(self, out: torch.Tensor, x: torch.Tensor, accumulate: bool) -> None:
+        offset = 0
+        for i, w in enumerate(self.float_weights):
+            bias = self.biases[i] if self.biases else None
+            if self.weight_kn:
+                y = torch.addmm(bias, x, w) if bias is not None else x @ w
+            else:
+                y = F.linear(x, w, bias)
+            cols = out[:, offset : offset + y.shape[1]]
+            cols.add_(y) if accumulate else cols.copy_(y)
+            offset += y.shape[1]
+
+
+class Workspace:
+    """Activation buffers of one batch size, reused by every step (reallocated when the batch changes)."""
+
+    def __init__(self) -> None:
+        self.batch = -1
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, batch: int, width: int) -> torch.Tensor:
+        if batch != self.batch:
+            self.batch, self.buffers = batch, {}
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape[1] != width:
+            buf = self.buffers[name] = torch.empty(batch, width)
+        return buf
+
+
+# -- when the decode path runs -------------------------------------------------------------------------------
+def decode_cache(model: Any, input_ids: Any, past_key_values: Any, inputs_embeds: Any, labels: Any, use_cache: Any,
+                 output_attentions: Any, output_hidden_states: Any, logits_to_keep: Any) -> Any:  # fmt: skip
+    """The cache a decode-path step would use, or None when this call must take the reference forward.
+
+    The decode path covers one new token per row, in inference (no grad), float32 activations on the CPU,
+    with a KVCache (or a cache with an `attend(layer_idx, query, key, value, scaling)` method, such as the
+    batch engine's paged view) and nothing extra asked for (attentions, hidden states, loss).
+    """
+    if model.training or not getattr(model, "decode_path_enabled", True):
+        return None
+    if input_ids is None or inputs_embeds is not None or labels is not None:
+        return None
+    if use_cache is False or (use_cache is None and not model.config.use_cache):
+        return None
+    if input_ids.dim() != 2 or input_ids.shape[1] != 1 or input_ids.device.type != "cpu":
+        return None
+    if not isinstance(past_key_values, KVCache):
+        return None
+    cfg = model.config
+    if output_attentions or (output_attentions is None and cfg.output_attentions):
+        return None
+    if output_hidden_states or (output_hidden_states is None and cfg.output_hidden_states):
+        return None
+    if not isinstance(logits_to_keep, int) or cfg._attn_implementation == "eager":
+        return None
+    if getattr(cfg, "pruned_heads", None):  # layers with different head counts: the reference forward knows them
+        return None
+    if type(past_key_values) is not KVCache and not hasattr(past_key_values, "attend"):
+        return None  # another cache layout (a KVCache subclass) that only the reference forward knows
+    if model.dtype != torch.float32 or torch.is_grad_enabled():
+        return None
+    if _decode_unavailable() is not None:
+        return None
+    return past_key_values
+
+
+def _decode_unavailable() -> str | None:
+    if not hasattr(_decode_unavailable, "reason"):
+        _decode_unavailable.reason = kernels_unavailable()  # type: ignore[attr-defined]
+    return _decode_unavailable.reason  # type: ignore[attr-defined]
+
+
+def key_mask_for(attention_mask: torch.Tensor | None, total: int) -> torch.Tensor | None:
+    """The last `total` columns of a `[B, >= total]` padding mask, as int64 or bool with unit inner stride."""
+    if attention_mask is None:
+        return None
+    if attention_mask.dim() != 2 or attention_mask.shape[1] < total:
+        raise ValueError(
+            f"attention_mask covers {attention_mask.shape[1]} positions but past + new tokens = {total}; "
+            "pass a mask over the whole sequence."
+        )
+    mask = attention_mask[:, -total:]
+    if mask.dtype not in (torch.long, torch.bool) or mask.stride(-1) != 1:
+        mask = mask.to(torch.long).contiguous()
+    return mask
+
+
+def attend_delegated(cache: Any, layer_idx: int, qkv: torch.Tensor, num_heads: int, kv_heads: int, dim: int,
+                     cos_sin: tuple[torch.Tensor, torch.Tensor] | None, scale: float, out: torch.Tensor) -> None:  # fmt: skip
+    """Attention through `cache.attend` (the batch engine's contract): q/k/v `[B, H|H_kv, 1, D]` → `out [B, H * D]`."""
+    batch = qkv.shape[0]
+    q = qkv[:, : num_heads * dim].view(batch, num_heads, 1, dim)
+    k = qkv[:, num_heads * dim : (num_heads + kv_heads) * dim].view(batch, kv_heads, 1, dim)
+    v = qkv[:, (num_heads + kv_heads) * dim :].reshape(batch, kv_heads, 1, dim)
+    if cos_sin is not None:
+        cos, sin = cos_sin  # [B, 1, 1, D]
+        half = dim // 2
+        q = q * cos + torch.cat((-q[..., half:], q[..., :half]), -1) * sin
+        k = k * cos + torch.cat((-k[..., half:], k[..., :half]), -1) * sin
+    out.copy_(cache.attend(layer_idx, q.contiguous(), k.contiguous(), v, scale).reshape(batch, -1))
+
+
+class DecodePathMixin:
+    """What a causal-LM class needs to run its decode path: `quantize()`, the switch, the built path.
+
+    The family class sets `_decode_path_class` (built from the model on first use, rebuilt when the model's
+    weights move, e.g. after `.to()`), and calls `decode_cache()` at the top of its `forward`.
+    """
+
+    _decode_path_class: Any = None
+    decode_path_enabled = True  # False: every call takes the reference forward
+    weights_dtype = "float32"
+
+    def quantize(self, weights_dtype: str = "int8") -> Any:
+        """Let the decode path read lower-precision copies of the weight matrices; returns the model.
+
+        Args:
+            weights_dtype: "bf16" (bfloat16 copies), "int8" (symmetric int8 per output row with a float32
+                scale), or "float32" (back to the model's own parameters). Activations, norms, attention
+                and accumulation stay float32; the float32 parameters stay in place for prefill and the
+                reference forward. Made once here; call again after changing the weights.
+
+        Example:
+            model = AutoModelForCausalLM.from_pretrained(path).quantize("bf16")
+            model.generate(input_ids, max_new_tokens=64)  # every decode step reads bf16 weights
+        """
+        self.weights_dtype = check_weights_dtype(weights_dtype)
+        self.__dict__["_decode_state"] = None
+        self.decode_path()
+        return self
+
+    def decode_path(self) -> Any:
+        state = self.__dict__.get("_decode_state")
+        if state is None or state.source != state.fingerprint(self) or state.weights_dtype != self.weights_dtype:
+            state = self._decode_path_class(self, self.weights_dtype)
+            self.__dict__["_decode_state"] = state
+        return state
