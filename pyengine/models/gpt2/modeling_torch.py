@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyengine.backends.torch import decode
 from pyengine.backends.torch.attention import as_kv_cache, attention, build_attention_mask
 from pyengine.backends.torch.cache import KVCache
 from pyengine.backends.torch.functional import causal_lm_loss, get_activation
@@ -80,6 +81,9 @@ class GPT2Attention(nn.Module):
         query, key, value = self.c_attn(hidden_states).split(self.embed_dim, dim=2)  # [B, S, E] each
         query, key, value = (x.view(batch, seq, self.num_heads, self.head_dim).transpose(1, 2)
                              for x in (query, key, value))  # [B, H, S, D]  # fmt: skip
+        if cache is not None and hasattr(cache, "attend"):  # the cache attends itself (batch engine's paged view)
+            out = cache.attend(self.layer_idx, query, key, value, self.scale).transpose(1, 2)  # [B, S, H, D]
+            return self.resid_dropout(self.c_proj(out.reshape(batch, seq, self.embed_dim))), None
         if cache is not None:
             key, value = cache.update(self.layer_idx, key, value)  # [B, H, T, D]
         eager = output_attentions or self.config._attn_implementation == "eager"
@@ -277,10 +281,99 @@ class GPT2Model(GPT2PreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
-    """GPT-2 with a language-modeling head whose weight is tied to `transformer.wte`."""
+class GPT2DecodePath:
+    """The decode-only forward of `GPT2LMHeadModel`: one new token per row (pyengine/backends/torch/decode.py).
+
+    Built once per model and weights dtype; the float32 Conv1D weights are used in place in their `[in, out]`
+    layout (bf16 / int8 copies are made `[out, in]` here), activation buffers are reused across steps. Per
+    block: LayerNorm → c_attn → decode_attention (cache write, attention over the cache) → c_proj added
+    into the residual in place → LayerNorm → c_fc → GELU in place → mlp.c_proj added in place.
+    Logits equal the reference forward's within the float32 tolerance.
+    """
+
+    def __init__(self, model: GPT2LMHeadModel, weights_dtype: str) -> None:
+        cfg, t = model.config, model.transformer
+        self.weights_dtype = weights_dtype
+        self.source = self.fingerprint(model)
+        self.num_heads, self.dim, self.eps = cfg.n_head, cfg.n_embd // cfg.n_head, cfg.layer_norm_epsilon
+        self.act_name = cfg.activation_function
+        self.act = get_activation(cfg.activation_function)
+
+        def conv(module: Conv1D) -> decode.Linear:
+            return decode.Linear([module.weight], [module.bias], weight_kn=True, weights_dtype=weights_dtype)
+
+        self.blocks = [
+            (block.ln_1, conv(block.attn.c_attn), conv(block.attn.c_proj), block.ln_2, conv(block.mlp.c_fc),
+             conv(block.mlp.c_proj), block.attn.scale)
+            for block in t.h
+        ]  # fmt: skip
+        self.ln_f, self.wte, self.wpe = t.ln_f, t.wte.weight.detach(), t.wpe.weight.detach()
+        self.inner = self.blocks[0][4].out_features
+        self.lm_head = decode.Linear([model.lm_head.weight], weights_dtype=weights_dtype)
+        self.workspace = decode.Workspace()
+
+    @staticmethod
+    def fingerprint(model: GPT2LMHeadModel) -> tuple[int, ...]:
+        """Where the weights live: a change (`.to()`, new parameters) rebuilds the path."""
+        t = model.transformer
+        return (t.wte.weight.data_ptr(), model.lm_head.weight.data_ptr(), t.h[0].attn.c_attn.weight.data_ptr(),
+                t.h[-1].mlp.c_proj.weight.data_ptr())  # fmt: skip
+
+    def _gelu_(self, x: torch.Tensor) -> None:
+        if self.act_name in ("gelu_new", "gelu_pytorch_tanh"):  # the same tanh formula, in one pass
+            torch._C._nn.gelu_(x, approximate="tanh")
+        else:
+            x.copy_(self.act(x))
+
+    def step(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None,
+             position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """Logits `[B, 1, V]` (float32) for one token per row `input_ids [B, 1]`; the cache advances by one."""
+        ops = decode._kernels()
+        batch, past = input_ids.shape[0], cache.get_seq_length()
+        H, D, E = self.num_heads, self.dim, self.wte.shape[1]
+        if position_ids is None:
+            positions = torch.full((batch,), past, dtype=torch.long)
+        else:
+            positions = position_ids.reshape(-1).to(torch.long).expand(batch)  # [B]
+        delegated = type(cache) is not KVCache  # a cache with attend(): the batch engine's paged view
+        if not delegated:
+            if past + 1 > cache.capacity:
+                cache._grow(past + 1)
+            key_mask = decode.key_mask_for(attention_mask, past + 1)  # [B, T]
+        ws = self.workspace
+        h, qkv, attn, ff = (ws.get("h", batch, E), ws.get("qkv", batch, 3 * E), ws.get("attn", batch, E),
+                            ws.get("ff", batch, self.inner))  # fmt: skip
+        x = self.wte.index_select(0, input_ids.reshape(-1)).add_(self.wpe.index_select(0, positions))  # [B, E]
+        for i, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, scale) in enumerate(self.blocks):
+            ops.layer_norm_into(h, x, ln_1.weight, ln_1.bias, self.eps)
+            c_attn(qkv, h)
+            if delegated:
+                decode.attend_delegated(cache, i, qkv, H, H, D, None, scale, attn)
+            else:
+                ops.decode_attention(attn, qkv, cache.keys[i], cache.values[i], None, None, positions, past,
+                                     key_mask, H, scale)  # fmt: skip
+            c_proj(x, attn, accumulate=True)
+            ops.layer_norm_into(h, x, ln_2.weight, ln_2.bias, self.eps)
+            c_fc(ff, h)
+            self._gelu_(ff)
+            mlp_proj(x, ff, accumulate=True)
+        ops.layer_norm_into(h, x, self.ln_f.weight, self.ln_f.bias, self.eps)
+        logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
+        self.lm_head(logits, h)
+        cache.advance(1)
+        return logits.view(batch, 1, -1)
+
+
+class GPT2LMHeadModel(GPT2PreTrainedModel, decode.DecodePathMixin, GenerationMixin):
+    """GPT-2 with a language-modeling head whose weight is tied to `transformer.wte`.
+
+    Decoding one token per row with a KVCache runs `GPT2DecodePath` (C++ kernels, reused buffers) unless
+    `model.decode_path_enabled = False`; `model.quantize("bf16" | "int8")` makes it read lower-precision
+    weight copies (see `DecodePathMixin.quantize`). Every other call runs the reference forward below.
+    """
 
     _tied_weights_keys = ["lm_head.weight"]
+    _decode_path_class = GPT2DecodePath
 
     def __init__(self, config: GPT2Config) -> None:
         super().__init__(config)
@@ -322,6 +415,14 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, GenerationMixin):
             (others): see `GPT2Model.forward`.
         """
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        cache = decode.decode_cache(self, input_ids, past_key_values, inputs_embeds, labels, use_cache,
+                                    output_attentions, output_hidden_states, logits_to_keep)  # fmt: skip
+        if token_type_ids is not None or head_mask is not None or encoder_hidden_states is not None:
+            cache = None
+        if cache is not None:  # one token per row: the decode path
+            logits = self.decode_path().step(input_ids, cache, attention_mask, position_ids)
+            out = CausalLMOutputWithCrossAttentions(logits=logits, past_key_values=cache)
+            return out if return_dict else out.to_tuple()
         outputs = self.transformer(
             input_ids, past_key_values=past_key_values, cache_position=cache_position, attention_mask=attention_mask,
             token_type_ids=token_type_ids, position_ids=position_ids, head_mask=head_mask, inputs_embeds=inputs_embeds,

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyengine.backends.torch import decode
 from pyengine.backends.torch.attention import as_kv_cache, attention, build_attention_mask
 from pyengine.backends.torch.cache import KVCache
 from pyengine.backends.torch.functional import causal_lm_loss, get_activation
@@ -164,6 +165,9 @@ class LlamaAttention(nn.Module):
         key = self.k_proj(hidden_states).view(shape).transpose(1, 2)  # [B, H_kv, S, D]
         value = self.v_proj(hidden_states).view(shape).transpose(1, 2)  # [B, H_kv, S, D]
         query, key = apply_rotary_pos_emb(query, key, *cos_sin)
+        if cache is not None and hasattr(cache, "attend"):  # the cache attends itself (batch engine's paged view)
+            out = cache.attend(self.layer_idx, query, key, value, self.scaling).transpose(1, 2)  # [B, S, H, D]
+            return self.o_proj(out.reshape(batch, seq, -1)), None
         if cache is not None:
             key, value = cache.update(self.layer_idx, key, value)  # [B, H_kv, T, D]
         eager = output_attentions or self.config._attn_implementation == "eager"
@@ -324,10 +328,111 @@ class LlamaModel(LlamaPreTrainedModel):
         return out if return_dict else out.to_tuple()
 
 
-class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
-    """LLaMA with a language-modeling head (untied unless `config.tie_word_embeddings`)."""
+class LlamaDecodePath:
+    """The decode-only forward of `LlamaForCausalLM`: one new token per row (pyengine/backends/torch/decode.py).
+
+    Built once per model and weights dtype: q|k|v and gate|up grouped into one product each (the float32
+    parameters are used in place; bf16 / int8 copies are made here), activation buffers reused across
+    steps. Per layer: RMSNorm → q|k|v → decode_attention (RoPE, cache write, attention over the cache) →
+    o_proj added into the residual in place → RMSNorm → gate|up → act(gate) * up → down_proj added in place.
+    Logits equal the reference forward's within the float32 tolerance.
+    """
+
+    def __init__(self, model: LlamaForCausalLM, weights_dtype: str) -> None:
+        cfg = model.config
+        self.weights_dtype = weights_dtype
+        self.source = self.fingerprint(model)
+        self.num_heads, self.kv_heads, self.dim = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.intermediate, self.eps = cfg.intermediate_size, cfg.rms_norm_eps
+        self.rope = model.model.rotary_emb
+        self.act = model.model.layers[0].mlp.act_fn
+        self.layers = []
+        for layer in model.model.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append((
+                layer.input_layernorm.weight.detach(),
+                decode.Linear([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight],
+                              [a.q_proj.bias, a.k_proj.bias, a.v_proj.bias], weights_dtype=weights_dtype),
+                decode.Linear([a.o_proj.weight], [a.o_proj.bias], weights_dtype=weights_dtype),
+                layer.post_attention_layernorm.weight.detach(),
+                decode.Linear([m.gate_proj.weight, m.up_proj.weight], [m.gate_proj.bias, m.up_proj.bias],
+                              weights_dtype=weights_dtype),
+                decode.Linear([m.down_proj.weight], [m.down_proj.bias], weights_dtype=weights_dtype),
+                a.scaling,
+            ))  # fmt: skip
+        self.norm = model.model.norm.weight.detach()
+        self.embed = model.model.embed_tokens.weight.detach()
+        self.lm_head = decode.Linear([model.lm_head.weight], weights_dtype=weights_dtype)
+        self.workspace = decode.Workspace()
+
+    @staticmethod
+    def fingerprint(model: LlamaForCausalLM) -> tuple[int, ...]:
+        """Where the weights live: a change (`.to()`, new parameters) rebuilds the path."""
+        first, last = model.model.layers[0], model.model.layers[-1]
+        return (model.model.embed_tokens.weight.data_ptr(), model.lm_head.weight.data_ptr(),
+                first.self_attn.q_proj.weight.data_ptr(), last.mlp.down_proj.weight.data_ptr())  # fmt: skip
+
+    def step(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None,
+             position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
+        """Logits `[B, 1, V]` (float32) for one token per row `input_ids [B, 1]`; the cache advances by one."""
+        ops = decode._kernels()
+        batch, past = input_ids.shape[0], cache.get_seq_length()
+        H, H_kv, D, inter = self.num_heads, self.kv_heads, self.dim, self.intermediate
+        if position_ids is None:
+            positions = torch.full((batch,), past, dtype=torch.long)
+        else:
+            positions = position_ids.reshape(-1).to(torch.long).expand(batch).contiguous()  # [B]
+        max_position = max(past + 1, int(positions.max()) + 1)
+        if max_position > self.rope.cos_table.shape[0]:  # extend the tables as the reference forward does
+            rope = self.rope
+            rope.cos_table, rope.sin_table = rope._tables(max(max_position, 2 * rope.cos_table.shape[0]))
+        cos, sin = self.rope.cos_table, self.rope.sin_table  # [T_pos, D]
+        delegated = type(cache) is not KVCache  # a cache with attend(): the batch engine's paged view
+        if delegated:
+            cos_sin = (cos[positions][:, None, None], sin[positions][:, None, None])  # [B, 1, 1, D]
+        else:
+            if past + 1 > cache.capacity:
+                cache._grow(past + 1)
+            key_mask = decode.key_mask_for(attention_mask, past + 1)  # [B, T]
+        ws = self.workspace
+        h, attn = ws.get("h", batch, self.embed.shape[1]), ws.get("attn", batch, H * D)
+        qkv, gate_up = ws.get("qkv", batch, (H + 2 * H_kv) * D), ws.get("gate_up", batch, 2 * inter)
+        x = self.embed.index_select(0, input_ids.reshape(-1))  # [B, E] residual stream, updated in place
+        for i, (norm_in, qkv_proj, o_proj, norm_post, gate_up_proj, down_proj, scale) in enumerate(self.layers):
+            ops.rms_norm_into(h, x, norm_in, self.eps)
+            qkv_proj(qkv, h)
+            if delegated:
+                decode.attend_delegated(cache, i, qkv, H, H_kv, D, cos_sin, scale, attn)
+            else:
+                ops.decode_attention(attn, qkv, cache.keys[i], cache.values[i], cos, sin, positions, past,
+                                     key_mask, H, scale)  # fmt: skip
+            o_proj(x, attn, accumulate=True)
+            ops.rms_norm_into(h, x, norm_post, self.eps)
+            gate_up_proj(gate_up, h)
+            gate = gate_up[:, :inter]  # [B, I]
+            if self.act is torch.nn.functional.silu:
+                torch.nn.functional.silu(gate, inplace=True)
+            else:
+                gate.copy_(self.act(gate))
+            gate.mul_(gate_up[:, inter:])
+            down_proj(x, gate, accumulate=True)
+        ops.rms_norm_into(h, x, self.norm, self.eps)
+        logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
+        self.lm_head(logits, h)
+        cache.advance(1)
+        return logits.view(batch, 1, -1)
+
+
+class LlamaForCausalLM(LlamaPreTrainedModel, decode.DecodePathMixin, GenerationMixin):
+    """LLaMA with a language-modeling head (untied unless `config.tie_word_embeddings`).
+
+    Decoding one token per row with a KVCache runs `LlamaDecodePath` (C++ kernels, reused buffers) unless
+    `model.decode_path_enabled = False`; `model.quantize("bf16" | "int8")` makes it read lower-precision
+    weight copies (see `DecodePathMixin.quantize`). Every other call runs the reference forward below.
+    """
 
     _tied_weights_keys = ["lm_head.weight"]
+    _decode_path_class = LlamaDecodePath
 
     def __init__(self, config: LlamaConfig) -> None:
         super().__init__(config)
@@ -366,6 +471,12 @@ class LlamaForCausalLM(LlamaPreTrainedModel, GenerationMixin):
             (others): see `LlamaModel.forward`.
         """
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        cache = decode.decode_cache(self, input_ids, past_key_values, inputs_embeds, labels, use_cache,
+                                    output_attentions, output_hidden_states, logits_to_keep)  # fmt: skip
+        if cache is not None:  # one token per row: the decode path
+            logits = self.decode_path().step(input_ids, cache, attention_mask, position_ids)
+            out = CausalLMOutputWithPast(logits=logits, past_key_values=cache)
+            return out if return_dict else out.to_tuple()
         outputs = self.model(
             input_ids, attention_mask=attention_mask, position_ids=position_ids, past_key_values=past_key_values,
             inputs_embeds=inputs_embeds, cache_position=cache_position, use_cache=use_cache,

@@ -1,0 +1,259 @@
+"""The decode path of the PyTorch GPT-2 / LLaMA models (pyengine/backends/torch/decode.py).
+
+Three layers of checks: each C++ decode op against its torch reference; whole-model decode steps against
+the reference forward (left padding, prefill + several single-token steps, batch 1 and 3); generate()
+against transformers 4.57 token for token. bf16 / int8 weights: logit error bounds against float32.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+transformers = pytest.importorskip("transformers")
+
+from pyengine.backends.torch import decode  # noqa: E402
+from pyengine.backends.torch.cache import KVCache  # noqa: E402
+from tests.tolerances import TOLERANCES  # noqa: E402
+
+from .conftest import VOCAB, left_padded_batch, positions_from_mask  # noqa: E402
+
+pytestmark = [pytest.mark.torch, pytest.mark.transformers]
+ATOL, RTOL = TOLERANCES["float32"]
+
+needs_kernels = pytest.mark.skipif(decode.kernels_unavailable() is not None,
+                                   reason=f"C++ decode kernels: {decode.kernels_unavailable()}")  # fmt: skip
+
+
+def _cpp():
+    from pyengine.backends.torch import cpp
+
+    return cpp
+
+
+# -- ops against their references ----------------------------------------------------------------------------
+@needs_kernels
+@pytest.mark.parametrize("M", [1, 3, 4, 9])
+@pytest.mark.parametrize("K", [16, 37, 130])
+@pytest.mark.parametrize("weights_dtype", ["float32", "bf16", "int8", "kn"])
+def test_linear_into_matches_reference(M, K, weights_dtype):
+    gen = torch.Generator().manual_seed(M * 1000 + K)
+    x = torch.randn(M, K, generator=gen) * 0.3
+    floats = [torch.randn(n, K, generator=gen) * 0.1 for n in (5, 64, 67)]  # three parts side by side
+    biases = [torch.randn(w.shape[0], generator=gen) for w in floats]
+    scales: list[torch.Tensor] = []
+    kn = weights_dtype == "kn"
+    if kn:
+        weights = [w.t().contiguous() for w in floats]  # [K, N]
+    elif weights_dtype == "bf16":
+        weights = [w.to(torch.bfloat16) for w in floats]
+    elif weights_dtype == "int8":
+        weights, scales = map(list, zip(*(decode.quantize_int8(w) for w in floats)))
+    else:
+        weights = floats
+    for accumulate in (False, True):
+        start = torch.randn(M, 136, generator=gen)
+        ours, ref = start.clone(), start.clone()
+        _cpp().linear_into(ours, x, weights, scales, biases, accumulate, kn)
+        decode.linear_into_reference(ref, x, weights, scales, biases, accumulate, kn)
+        torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+
+
+@needs_kernels
+def test_linear_into_strided_rows_and_bad_shapes():
+    x = torch.randn(3, 2 * 40)[:, :40]  # rows with a stride, as the gate half of gate|up
+    w = torch.randn(7, 40)
+    out, ref = torch.empty(3, 7), torch.empty(3, 7)
+    _cpp().linear_into(out, x, [w], [], [], False, False)
+    decode.linear_into_reference(ref, x, [w], [], [], False, False)
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=RTOL)
+    with pytest.raises(RuntimeError, match="does not match x's K"):
+        _cpp().linear_into(out, x, [torch.randn(7, 41)], [], [], False, False)
+    with pytest.raises(RuntimeError, match="int8 weights need a per-row float32 scale"):
+        _cpp().linear_into(out, x, [torch.zeros(7, 40, dtype=torch.int8)], [], [], False, False)
+
+
+@needs_kernels
+@pytest.mark.parametrize("M", [1, 5])
+def test_norms_match_reference(M):
+    gen = torch.Generator().manual_seed(M)
+    x, w, b = torch.randn(M, 70, generator=gen), torch.randn(70, generator=gen), torch.randn(70, generator=gen)
+    ours, ref = torch.empty(M, 70), torch.empty(M, 70)
+    _cpp().rms_norm_into(ours, x, w, 1e-6)
+    decode.rms_norm_into_reference(ref, x, w, 1e-6)
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    _cpp().layer_norm_into(ours, x, w, b, 1e-5)
+    decode.layer_norm_into_reference(ref, x, w, b, 1e-5)
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+
+
+@needs_kernels
+@pytest.mark.parametrize("rope", [False, True])
+@pytest.mark.parametrize("mask_dtype", [None, torch.long, torch.bool])
+@pytest.mark.parametrize("heads", [(4, 4), (6, 2)])
+def test_decode_attention_matches_reference(rope, mask_dtype, heads):
+    gen = torch.Generator().manual_seed(7)
+    B, (H, H_kv), D, T_max, length = 3, heads, 32, 12, 7
+    qkv = torch.randn(B, (H + 2 * H_kv) * D, generator=gen)
+    caches = [torch.randn(B, H_kv, T_max, D, generator=gen) for _ in range(2)]
+    cos = sin = None
+    if rope:
+        angles = torch.randn(20, D // 2, generator=gen)
+        cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    positions = torch.tensor([7, 4, 2])
+    mask = None
+    if mask_dtype is not None:
+        mask = torch.ones(B, length + 1, dtype=mask_dtype)
+        mask[1, :3] = 0
+        mask[2, :5] = 0
+        mask[2, -1] = 0  # a padded query still sees itself
+    ours_caches = [c.clone() for c in caches]
+    ours, ref = torch.empty(B, H * D), torch.empty(B, H * D)
+    _cpp().decode_attention(ours, qkv, *ours_caches, cos, sin, positions, length, mask, H, D**-0.5)
+    decode.decode_attention_reference(ref, qkv, *caches, cos, sin, positions, length, mask, H, D**-0.5)
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    torch.testing.assert_close(ours_caches[0], caches[0], atol=ATOL, rtol=RTOL)
+    assert torch.equal(ours_caches[1], caches[1])  # values are copied as they are
+
+
+@needs_kernels
+def test_decode_attention_bad_input_is_clear():
+    cache = torch.zeros(1, 2, 4, 8)
+    with pytest.raises(RuntimeError, match="outside a cache of 4 positions"):
+        _cpp().decode_attention(torch.empty(1, 16), torch.zeros(1, 48), cache, cache.clone(), None, None,
+                                torch.zeros(1, dtype=torch.long), 4, None, 2, 1.0)  # fmt: skip
+
+
+# -- whole models: decode path against the reference forward ---------------------------------------------------
+def _model(families, name, seed=0):
+    return families[name].hf_pair(seed=seed)
+
+
+def _steps(model, ids, mask, prefill: int, reference: bool) -> list[torch.Tensor]:
+    """Prefill `prefill` columns, then one token per step; the logits of every decode step."""
+    model.decode_path_enabled = not reference
+    positions = positions_from_mask(mask)
+    cache = model.new_cache(ids.shape[0], ids.shape[1])
+    with torch.no_grad():
+        model(ids[:, :prefill], attention_mask=mask[:, :prefill], position_ids=positions[:, :prefill],
+              past_key_values=cache)  # fmt: skip
+        out = []
+        for t in range(prefill, ids.shape[1]):
+            logits = model(ids[:, t : t + 1], attention_mask=mask[:, : t + 1], position_ids=positions[:, t : t + 1],
+                           past_key_values=cache).logits  # fmt: skip
+            out.append(logits[:, 0])
+    model.decode_path_enabled = True
+    return out
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("pads", [(0,), (0, 2, 5)])
+def test_decode_steps_match_reference_forward(families, name, pads):
+    _, ours = _model(families, name)
+    ids, mask = left_padded_batch(torch.Generator().manual_seed(3), pads=pads, length=11)
+    with torch.no_grad():
+        full = ours(ids, attention_mask=mask, position_ids=positions_from_mask(mask)).logits  # reference, no cache
+    fast = _steps(ours, ids, mask, prefill=6, reference=False)
+    assert isinstance(ours.__dict__.get("_decode_state"), ours._decode_path_class)  # the path really ran
+    for i, logits in enumerate(fast):
+        torch.testing.assert_close(logits, full[:, 6 + i], atol=ATOL, rtol=RTOL)
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_decode_path_grows_a_small_cache_and_skips_when_outputs_are_asked(families, name):
+    _, ours = _model(families, name)
+    ids = torch.randint(1, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = ours(ids).logits
+        cache = ours.new_cache(2, 3)  # too small: the decode path grows it as the reference does
+        ours(ids[:, :3], past_key_values=cache)
+        for t in (3, 4):
+            step = ours(ids[:, t : t + 1], past_key_values=cache).logits[:, 0]
+            torch.testing.assert_close(step, full[:, t], atol=ATOL, rtol=RTOL)
+        out = ours(ids[:, :1], past_key_values=ours.new_cache(2, 4), output_hidden_states=True)
+    assert out.hidden_states is not None  # the reference forward answered
+
+
+class _AttendingCache(KVCache):
+    """A cache that attends itself (the batch engine's contract): dense storage, plain softmax attention."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def attend(self, layer_idx, query, key, value, scaling):
+        self.calls += 1
+        keys, values = self.update(layer_idx, key, value)  # [B, H_kv, T, D]
+        groups = query.shape[1] // keys.shape[1]
+        keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
+        scores = query @ keys.transpose(2, 3) * scaling  # [B, H, s, T]
+        s, t = scores.shape[-2:]
+        scores = scores.masked_fill(~torch.ones(s, t, dtype=torch.bool).tril(t - s), float("-inf"))
+        return torch.softmax(scores, -1) @ values  # [B, H, s, D]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_cache_with_attend_is_delegated_to(families, name):
+    _, ours = _model(families, name)
+    ids = torch.randint(1, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        full = ours(ids).logits
+        cache = _AttendingCache(ours.num_layers, 2, ours.num_kv_heads, ours.head_dim, 7)
+        prefill = ours(ids[:, :4], past_key_values=cache).logits  # reference forward, attention delegated
+        torch.testing.assert_close(prefill, full[:, :4], atol=ATOL, rtol=RTOL)
+        for t in range(4, 7):  # decode path, attention delegated
+            step = ours(ids[:, t : t + 1], past_key_values=cache).logits[:, 0]
+            torch.testing.assert_close(step, full[:, t], atol=ATOL, rtol=RTOL)
+    assert cache.calls == 4 * ours.num_layers
+
+
+# -- generate() against transformers ----------------------------------------------------------------------------
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("mode", [dict(), dict(num_beams=3)])
+def test_generate_tokens_match_transformers(families, name, mode):
+    hf, ours = _model(families, name, seed=2)
+    ids, mask = left_padded_batch(torch.Generator().manual_seed(5), pads=(0, 3, 1), length=6)
+    kwargs = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0, **mode)
+    with torch.no_grad():
+        theirs = hf.generate(ids, **kwargs)
+    ours_out = ours.generate(ids, **kwargs)
+    assert torch.equal(ours_out, theirs)
+    assert isinstance(ours.__dict__.get("_decode_state"), ours._decode_path_class)
+
+
+# -- lower-precision weights -------------------------------------------------------------------------------------
+# Relative logit error bounds (max |error| / max |logit|) on the tiny models: bf16 keeps 8 mantissa bits
+# (~0.4% per weight), int8 per-row scales ~0.4% of the row's largest weight; errors average out over K.
+BOUNDS = {"bf16": 0.02, "int8": 0.03}
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("weights_dtype", ["bf16", "int8"])
+def test_low_precision_weights_error_bounds(families, name, weights_dtype):
+    _, ours = _model(families, name)
+    ids, mask = left_padded_batch(torch.Generator().manual_seed(4), pads=(0, 2), length=10)
+    reference = torch.stack(_steps(ours, ids, mask, prefill=4, reference=True))  # [steps, B, V]
+    ours.quantize(weights_dtype)
+    try:
+        low = torch.stack(_steps(ours, ids, mask, prefill=4, reference=False))
+        err = (low - reference).abs()
+        scale = reference.abs().max()
+        assert err.max() / scale < BOUNDS[weights_dtype], f"{weights_dtype}: relative logit error {err.max() / scale}"
+        assert err.max() > 0  # the low-precision weights were really used
+        # Greedy choice agrees wherever the float32 margin between the top two exceeds twice the error.
+        top2 = reference.topk(2, dim=-1).values
+        clear = (top2[..., 0] - top2[..., 1]) > 2 * err.max()
+        assert torch.equal(low.argmax(-1)[clear], reference.argmax(-1)[clear])
+    finally:
+        ours.quantize("float32")
+
+
+def test_quantize_rejects_unknown_dtype(families):
+    _, ours = _model(families, "llama")
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        ours.quantize("int4")
