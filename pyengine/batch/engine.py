@@ -11,6 +11,11 @@ Each step (see `scheduler.py` for the policy):
    rows share one batched argmax).
 4. Finished sequences (EOS, `max_new_tokens`, a stop string) free their blocks at once; a request whose
    sequences are all done is yielded.
+
+Beam search (`num_beams=K`): the prompt is prefilled once; its K beams are K rows of the decode pass. When
+all K have their logits, the request's `BeamDriver` (the engine's `run_beam`, step by step) picks the next
+beams, and the cache is reordered by block sharing: beam k takes a share of beam src[k]'s blocks (refcounts,
+no copy); the first write into a still-shared tail block copies that one block (copy-on-write).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 
 from pyengine.backends.torch.backend import TorchBackend
+from pyengine.batch.beam import BeamDriver
 from pyengine.batch.paged_cache import PagedKVCache, PagedKVView, blocks_for_budget
 from pyengine.batch.request import BatchStats, Completion, Request, Result
 from pyengine.batch.sampling import RequestSampler
@@ -44,6 +50,10 @@ class _RequestState:
     plan: Any
     open_sequences: int = 0
     completions: dict[int, Completion] = field(default_factory=dict)
+    config: Any = None  # the resolved GenerationConfig
+    beam: BeamDriver | None = None  # beam search: the request's run_beam, step by step
+    beam_seqs: list[Sequence] = field(default_factory=list)  # its live beams, beam k at index k
+    beam_logits: dict[int, torch.Tensor] = field(default_factory=dict)  # beam k -> logits [V] this round
 
 
 @dataclass
@@ -67,6 +77,8 @@ class BatchGenerator:
         block_size: token slots per block.
         prefill_chunk: most prompt tokens fed in one forward (long prompts interleave with decodes).
         enable_prefix_sharing: identical leading full blocks of prompts are computed once.
+        paged_attention: models that delegate attention to the cache (`attend`) read keys/values through
+            the block tables with the `paged_attention` op; False gathers them per layer (the reference path).
 
     Example:
         >>> gen = BatchGenerator(model, tok, max_batch_size=16, kv_cache_bytes=256 << 20)
@@ -84,6 +96,7 @@ class BatchGenerator:
         block_size: int = 16,
         prefill_chunk: int = 512,
         enable_prefix_sharing: bool = True,
+        paged_attention: bool = True,
     ) -> None:
         if getattr(model.config, "is_encoder_decoder", False):
             raise ValueError(
@@ -99,6 +112,7 @@ class BatchGenerator:
             enable_prefix_sharing=enable_prefix_sharing,
         )  # fmt: skip
         self.max_batch_size = max_batch_size
+        self.paged_attention = paged_attention
         self.scheduler = Scheduler(self.cache, max_batch_size, prefill_chunk)
         self.ops = TorchBackend(model.device).ops
         self.stats = BatchStats()
@@ -144,6 +158,9 @@ class BatchGenerator:
                     on_step(self.stats)
                 yield from finished
         finally:  # the caller stopped early or a step raised: leave no sequence holding blocks
+            for state in states:
+                if state.beam is not None:
+                    state.beam.cancel()
             self.scheduler.abort()
 
     def _submit(self, state: _RequestState) -> Result | None:
@@ -152,10 +169,13 @@ class BatchGenerator:
         if state.max_new_tokens == 0:
             state.result.completions = [Completion([], "" if self.tokenizer else None, "length")]
             return self._finish_request(state)
-        seq = Sequence(
-            next(self._ids), list(state.result.prompt_ids), fan_out=state.request.num_return_sequences
-        )
+        fan_out = state.request.num_return_sequences
+        if state.config.num_beams > 1:
+            state.beam = self._beam_driver(state)  # its thread starts with the prompt's logits
+            fan_out = state.config.num_beams
+        seq = Sequence(next(self._ids), list(state.result.prompt_ids), fan_out=fan_out)
         seq.owner = _SeqState(state, RequestSampler(state.plan, self.ops, state.request.seed))
+        state.beam_seqs = [seq]
         state.open_sequences = 1
         self.scheduler.add(seq)
         return None
@@ -184,7 +204,7 @@ class BatchGenerator:
 
     def _forward(self, seqs: list[Sequence], counts: list[int]) -> torch.Tensor:
         """Feed `counts[b]` uncomputed tokens of sequence b; next-token logits `[B, V]` in float32."""
-        view = PagedKVView(self.cache, [s.seq_id for s in seqs], counts)
+        view = PagedKVView(self.cache, [s.seq_id for s in seqs], counts, self.paged_attention)
         width = view.num_new  # [B, s] inputs, left-padded with 0 (pad columns are masked out)
         input_ids = torch.tensor(
             [[0] * (width - n) + s.tokens[s.num_computed : s.num_computed + n] for s, n in zip(seqs, counts)]
@@ -204,8 +224,12 @@ class BatchGenerator:
         return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)  # [B, V], as CausalLMStep
 
     def _append_tokens(self, chosen: list[tuple[Sequence, torch.Tensor]]) -> list[Result]:
-        tokens = self._choose(chosen)
         done: list[Result] = []
+        for seq, logits in chosen:
+            if seq.owner.req.beam is not None:
+                done.extend(self._beam_logits(seq, logits))
+        chosen = [(seq, logits) for seq, logits in chosen if seq.owner.req.beam is None]
+        tokens = self._choose(chosen)
         for (seq, logits), token in zip(chosen, tokens):
             state: _SeqState = seq.owner
             if seq.fan_out > 1:  # prompt done: fork the other samples; they share its blocks
@@ -248,6 +272,87 @@ class BatchGenerator:
             if self._append(child, token):
                 done.extend(self._close(child))
         return done
+
+    # -- beam search ------------------------------------------------------------------------------------------
+    def _beam_driver(self, state: _RequestState) -> BeamDriver:
+        config, generator = state.config, None
+        if config.do_sample:
+            generator = torch.Generator()
+            if state.request.seed is None:
+                generator.seed()
+            else:
+                generator.manual_seed(state.request.seed)
+        return BeamDriver(
+            state.plan, TorchBackend(self.model.device), state.result.prompt_ids, num_beams=config.num_beams,
+            num_return_sequences=state.request.num_return_sequences, length_penalty=config.length_penalty,
+            early_stopping=config.early_stopping, generator=generator,
+        )  # fmt: skip
+
+    def _beam_logits(self, seq: Sequence, logits: torch.Tensor) -> list[Result]:
+        """Keep one beam's logits; when every beam of the request has its logits, run one beam step."""
+        req = seq.owner.req
+        req.beam_logits[req.beam_seqs.index(seq)] = self._adjust(logits, seq)
+        if len(req.beam_logits) < len(req.beam_seqs):
+            return []
+        rows = [req.beam_logits[k] for k in range(len(req.beam_seqs))]
+        if len(rows) == 1:  # the prompt: generate() feeds it K times, every row gets the same logits
+            rows = rows * req.config.num_beams
+        req.beam_logits.clear()
+        if not req.beam.started:
+            req.beam.start()  # the first message is the prompt's K identical rows: nothing to do with it
+        self.stats.new_tokens += 1
+        kind, payload, src = req.beam.send(torch.stack(rows))  # [K, V]
+        if kind == "done":
+            return [self._finish_beams(req, payload)]
+        if req.result.ttft_s == 0.0:
+            req.result.ttft_s = time.perf_counter() - self._start
+        self._reorder_beams(req, payload.tolist(), src)
+        return []
+
+    def _reorder_beams(self, req: _RequestState, history: list[list[int]], src: list[int]) -> None:
+        """Beam k continues beam src[k] with token ids `history[k]`: it takes a share of that beam's blocks.
+
+        Shares are taken before any old table is dropped, so blocks that survive stay put. A source beam that
+        was preempted (its blocks freed while it waited for its siblings) has no blocks to share: beam k then
+        waits to recompute its tokens as a prompt.
+        """
+        seqs = req.beam_seqs
+        shares = [self.cache.share(seqs[j].seq_id) if seqs[j].seq_id in self.cache.seqs else None for j in src]
+        for seq in seqs:
+            if seq.seq_id in self.cache.seqs:
+                self.cache.free_sequence(seq.seq_id)
+        parent = seqs[0]
+        while len(seqs) < len(src):  # the first step: the other beams are born
+            child = Sequence(next(self._ids), [], owner=_SeqState(req, parent.owner.sampler, len(seqs)))
+            seqs.append(child)
+            req.open_sequences += 1
+        parent.fan_out = 1
+        for seq, tokens, blocks in zip(seqs, history, shares):
+            seq.tokens = tokens
+            if blocks is not None:
+                self.cache.adopt(seq.seq_id, blocks)
+                seq.num_computed = len(tokens) - 1
+                self.scheduler.make_running(seq)
+            else:
+                seq.num_computed = 0
+                self.scheduler.make_waiting(seq)
+
+    def _finish_beams(self, req: _RequestState, result: Any) -> Result:
+        """The best finished beams become the completions (as generate()'s rows, cut after EOS)."""
+        for seq in req.beam_seqs:
+            self.scheduler.drop(seq)
+        prompt_len = len(req.result.prompt_ids)
+        scores = result.sequences_scores.tolist()
+        for i, row in enumerate(result.sequences.tolist()):
+            new = row[prompt_len:]
+            cut = next((j for j, t in enumerate(new) if t in req.eos_token_ids), None)
+            new = new if cut is None else new[: cut + 1]
+            reason = "length" if cut is None else "eos"
+            text = self._decode(new) if self.tokenizer is not None else None
+            req.completions[i] = Completion(new, text, reason, score=scores[i])
+        req.result.completions = [req.completions[i] for i in range(len(req.completions))]
+        req.open_sequences = 0
+        return self._finish_request(req)
 
     def _append(self, seq: Sequence, token: int) -> bool:
         """Append `token`; record the completion and return True when the sequence is finished."""
@@ -315,8 +420,7 @@ class BatchGenerator:
             request = Request(request)
         prompt_ids = self._prompt_ids(request, label)
         config, _ = self.model._prepare_generation_config(None, None, **request.generation_kwargs())
-        if config.num_beams != 1:
-            raise ValueError(f"{label}: beam search is not supported by BatchGenerator; use generate().")
+        self._check_strategy(request, config, label)
         max_new = config.max_new_tokens if config.max_new_tokens is not None else DEFAULT_MAX_NEW_TOKENS
         eos = config.eos_token_id
         eos_ids = () if eos is None or request.ignore_eos else tuple([eos] if isinstance(eos, int) else eos)
@@ -325,10 +429,28 @@ class BatchGenerator:
         if config.min_new_tokens is not None:  # as generate(): min_new_tokens becomes a min_length
             config.min_length, config.min_new_tokens = config.min_new_tokens + len(prompt_ids), None
         plan = build_plan(config, vocab_size=self.model.config.vocab_size, prompt_length=len(prompt_ids),
-                          eos_token_ids=eos_ids, pad_token_id=pad)  # fmt: skip
-        self._check_fits(request, label, len(prompt_ids) + max_new)
+                          eos_token_ids=eos_ids, pad_token_id=pad, num_beams=config.num_beams)  # fmt: skip
+        self._check_fits(request, label, len(prompt_ids), len(prompt_ids) + max_new)
         result = Result(id=index if request.id is None else request.id, index=index, prompt_ids=prompt_ids)
-        return _RequestState(request, result, max_new, tuple(eos_ids), plan)
+        return _RequestState(request, result, max_new, tuple(eos_ids), plan, config=config)
+
+    def _check_strategy(self, request: Request, config: Any, label: str) -> None:
+        """generate()'s rules for num_return_sequences and beams, plus what the batch engine cannot do."""
+        n, beams = request.num_return_sequences, config.num_beams
+        if beams > 1:
+            if n > beams:
+                raise ValueError(
+                    f"{label}: num_return_sequences ({n}) has to be smaller or equal to num_beams ({beams})."
+                )
+            if config.num_beam_groups > 1:
+                raise ValueError(f"{label}: group beam search is not supported by BatchGenerator; use generate().")
+            if request.stop:
+                raise ValueError(f"{label}: stop strings with num_beams > 1 are not supported; drop `stop`.")
+        elif n > 1 and not config.do_sample:
+            raise ValueError(
+                f"{label}: greedy decoding returns one sequence (num_return_sequences={n}); set do_sample=True "
+                "or num_beams >= num_return_sequences."
+            )
 
     def _prompt_ids(self, request: Request, label: str) -> list[int]:
         if isinstance(request.prompt, str):
@@ -341,7 +463,7 @@ class BatchGenerator:
             raise ValueError(f"{label} has an empty prompt")
         return ids
 
-    def _check_fits(self, request: Request, label: str, total: int) -> None:
+    def _check_fits(self, request: Request, label: str, prompt_len: int, total: int) -> None:
         if total > self.capacity_tokens:
             raise ValueError(
                 f"{label} needs {total} tokens of KV cache (prompt + max_new_tokens) but the pool holds "
@@ -350,4 +472,17 @@ class BatchGenerator:
         if request.num_return_sequences < 1 or request.num_return_sequences > self.max_batch_size:
             raise ValueError(
                 f"{label}: num_return_sequences must be in [1, max_batch_size={self.max_batch_size}]"
+            )
+        beams = request.num_beams or 1
+        if beams > self.max_batch_size:
+            raise ValueError(
+                f"{label}: num_beams ({request.num_beams}) decodes that many rows; it must be <= "
+                f"max_batch_size={self.max_batch_size}"
+            )
+        # The beams share the prompt's blocks; each may own its tail copy plus its new tokens' blocks.
+        worst = self.cache.blocks_needed(prompt_len) + beams * (self.cache.blocks_needed(total - prompt_len) + 1)
+        if beams > 1 and worst > self.cache.num_blocks:
+            raise ValueError(
+                f"{label}: {beams} beams of {total} tokens may need {worst} blocks but the pool holds "
+                f"{self.cache.num_blocks}; raise kv_cache_bytes (or num_blocks) or lower max_new_tokens."
             )

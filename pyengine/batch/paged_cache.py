@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from pyengine.backends.torch.attention import attention, build_attention_mask
+from pyengine.backends.torch.backend import TorchBackend
 from pyengine.backends.torch.cache import KVCache
 
 
@@ -92,6 +94,7 @@ class PagedKVCache:
         self.peak_blocks_used = 0
         self.prefix_hit_tokens = 0
         self.held_slots = 0  # sum of `filled` over blocks with refcount > 0 (kept incrementally: O(1) stats)
+        self.ops = TorchBackend(device).ops  # paged_attention, chosen once
 
     @staticmethod
     def bytes_per_block(
@@ -191,10 +194,26 @@ class PagedKVCache:
 
     def fork(self, src_id: int, dst_id: int) -> None:
         """`dst` shares every block of `src` (copy-on-write on the first write into a shared block)."""
+        if dst_id in self.seqs:
+            raise KeyError(f"sequence {dst_id} is already in the cache")
+        self.adopt(dst_id, self.share(src_id))
+
+    def share(self, src_id: int) -> SeqBlocks:
+        """A new holder of `src`'s blocks (refcounts + 1), not yet attached to a sequence: see `adopt`.
+
+        Beam search reorders K beams at once (beam k continues beam src[k]); taking every share before
+        dropping any old table keeps blocks that survive the reorder from passing through the free list.
+        """
         src = self.seqs[src_id]
         for block in src.table:
             self.refcount[block] += 1
-        self.seqs[dst_id] = SeqBlocks(list(src.table), src.num_tokens, list(src.hashes))
+        return SeqBlocks(list(src.table), src.num_tokens, list(src.hashes))
+
+    def adopt(self, seq_id: int, blocks: SeqBlocks) -> None:
+        """Attach blocks taken with `share` to `seq_id` (which must not hold any)."""
+        if seq_id in self.seqs:
+            raise KeyError(f"sequence {seq_id} still holds blocks; free it first")
+        self.seqs[seq_id] = blocks
 
     def free_sequence(self, seq_id: int) -> None:
         """Drop a sequence; blocks nobody else holds become free at once (registered ones stay revivable)."""
@@ -266,11 +285,18 @@ class PagedKVView(KVCache):
     When no row has a past, the new keys/values are returned as-is (no gather): a lone prompt's first chunk
     runs exactly as `generate()`'s prefill.
 
-    The gather copies each row's cache once per layer per step. The next step is a paged-attention kernel
-    that reads the blocks in place through the block tables (no dense copy).
+    The gather copies each row's cache once per layer per step. A model whose attention layer delegates to
+    `attend(layer_idx, query, key, value, scaling)` skips it: `attend` writes the new keys/values and runs
+    the `paged_attention` op, which reads the blocks in place through the block tables.
     """
 
-    def __init__(self, cache: PagedKVCache, seq_ids: Sequence[int], num_new: int | Sequence[int]) -> None:
+    def __init__(
+        self,
+        cache: PagedKVCache,
+        seq_ids: Sequence[int],
+        num_new: int | Sequence[int],
+        paged_attention: bool = True,
+    ) -> None:
         # NOTE: KVCache.__init__ is skipped on purpose: nothing dense is allocated. Subclassing keeps the
         # models' `as_kv_cache` check (isinstance KVCache) unchanged.
         self.cache = cache
@@ -299,22 +325,53 @@ class PagedKVView(KVCache):
             -1
         )  # [B * (L+s)]
         self.attention_mask = valid.long()  # [B, L + s]
+        # For `attend`: the op reads keys through the tables directly.
+        self.use_kernel = paged_attention
+        self.block_table = table  # [B, M]
+        self.context_lens = past + new  # [B]
+        self.query_lens = new  # [B]
 
     def update(
         self, layer_idx: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write `key`/`value` `[B, H_kv, s, D]` into the blocks; return all positions `[B, H_kv, L+s, D]`."""
+        self._write(layer_idx, key, value)
+        if self.trivial:
+            return key, value
         out = []
-        for pool, new in ((self.cache.keys[layer_idx], key), (self.cache.values[layer_idx], value)):
+        for pool in (self.cache.keys[layer_idx], self.cache.values[layer_idx]):
             flat = pool.view(-1, pool.shape[2], pool.shape[3])  # [N * P, H, D]
-            flat.index_copy_(0, self.write_slots, new.transpose(1, 2).reshape(-1, new.shape[1], new.shape[3]))
-            if self.trivial:
-                out.append(new)
-                continue
             rows = flat.index_select(0, self.read_slots)  # [B * (L + s), H, D]
             rows = rows.view(self.batch, -1, rows.shape[1], rows.shape[2])  # [B, L + s, H, D]
             out.append(rows.transpose(1, 2))  # [B, H, L + s, D]
         return out[0], out[1]
+
+    def attend(
+        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
+        """The attention layer's whole job over the paged cache (the models delegate to it when present).
+
+        Writes the new `key`/`value` `[B, H_kv, s, D]` into the blocks, then runs the `paged_attention` op
+        over the block tables (no dense copy): `query` `[B, H, s, D]` -> `[B, H, s, D]`, causal within the
+        chunk, grouped-query heads, zeros at pad columns. With `paged_attention=False` (or a dtype the
+        kernel lacks), the gather path: `update()` + SDPA under this view's mask (the reference path).
+        """
+        if not self.use_kernel or query.dtype != torch.float32:
+            keys, values = self.update(layer_idx, key, value)
+            mask, is_causal = build_attention_mask(self.attention_mask, self.length, self.num_new, query.device)
+            out, _ = attention(query, keys, values, mask, is_causal, scaling)  # [B, s, H, D]
+            return out.transpose(1, 2)
+        self._write(layer_idx, key, value)
+        return self.cache.ops.paged_attention(
+            query, self.cache.keys[layer_idx], self.cache.values[layer_idx], self.block_table,
+            self.context_lens, self.query_lens, scaling,
+        )  # fmt: skip
+
+    def _write(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
+        """Each row's real new keys/values into its slots; pad columns into the scratch slot."""
+        for pool, new in ((self.cache.keys[layer_idx], key), (self.cache.values[layer_idx], value)):
+            flat = pool.view(-1, pool.shape[2], pool.shape[3])  # [N * P, H, D]
+            flat.index_copy_(0, self.write_slots, new.transpose(1, 2).reshape(-1, new.shape[1], new.shape[3]))
 
     def advance(self, num_tokens: int) -> None:
         """Bookkeeping moves in `PagedKVCache.commit` (the scheduler knows the token ids); nothing to do."""

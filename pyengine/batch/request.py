@@ -10,7 +10,7 @@ from typing import Any
 # Request fields that are GenerationConfig fields, passed on as generate() keyword arguments.
 GENERATION_FIELDS = (
     "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p",
-    "repetition_penalty", "no_repeat_ngram_size",
+    "repetition_penalty", "no_repeat_ngram_size", "num_beams", "length_penalty", "early_stopping",
 )  # fmt: skip
 
 
@@ -24,11 +24,14 @@ class Request:
         max_new_tokens: new-token limit (default 20, as transformers' model-agnostic default).
         min_new_tokens, do_sample, temperature, top_k, top_p, min_p, repetition_penalty,
             no_repeat_ngram_size: as in `generate()`.
+        num_beams, length_penalty, early_stopping: beam search (beam sampling with `do_sample`), as in
+            `generate()`; the K beams decode as K rows of the batch and share their common blocks.
         seed: seeds this request's own sampling generator (its tokens do not depend on its neighbours).
         stop: strings that end the completion; the text is cut before the first one found.
         ignore_eos: keep generating after EOS until `max_new_tokens` or a stop string.
-        num_return_sequences: samples of this prompt; they share the prompt's KV blocks (copy-on-write).
-            Sample i draws with seed `seed + i`.
+        num_return_sequences: samples of this prompt (they share the prompt's KV blocks, copy-on-write;
+            sample i draws with seed `seed + i`), or the best finished beams (at most `num_beams`).
+            Greedy decoding returns one sequence, as in `generate()`.
 
     Example:
         >>> Request("The capital of France is", id="fr", max_new_tokens=8, stop=["."])
@@ -45,6 +48,9 @@ class Request:
     min_p: float | None = None
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
+    num_beams: int | None = None
+    length_penalty: float | None = None
+    early_stopping: bool | str | None = None
     seed: int | None = None
     stop: Sequence[str] = ()
     ignore_eos: bool = False
@@ -61,6 +67,7 @@ class Completion:
     token_ids: list[int]
     text: str | None
     finish_reason: str  # "eos" | "length" | "stop"
+    score: float | None = None  # beam search: the length-normalised log-probability (sequences_scores)
 
 
 @dataclass

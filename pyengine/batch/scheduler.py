@@ -102,6 +102,31 @@ class Scheduler:
         self.running.remove(seq)
         self.cache.free_sequence(seq.seq_id)
 
+    def drop(self, seq: Sequence) -> None:
+        """Remove a sequence wherever it is (running or waiting) and free any blocks it holds."""
+        self._detach(seq)
+        if seq.seq_id in self.cache.seqs:
+            self.cache.free_sequence(seq.seq_id)
+
+    def make_running(self, seq: Sequence) -> None:
+        """A sequence that holds its blocks again (a reordered beam) runs next step, wherever it was."""
+        if not any(s is seq for s in self.running):
+            self._detach(seq)
+            self.running.append(seq)
+
+    def make_waiting(self, seq: Sequence) -> None:
+        """A sequence without blocks (a beam whose source was preempted) recomputes its tokens first."""
+        if not any(s is seq for s in self.waiting):
+            self._detach(seq)
+            self.waiting.appendleft(seq)
+
+    def _detach(self, seq: Sequence) -> None:
+        for queue in (self.running, self.waiting):
+            for i, other in enumerate(queue):
+                if other is seq:
+                    del queue[i]
+                    return
+
     def abort(self) -> None:
         """Drop every sequence, waiting or running, and free their blocks."""
         for seq in self.running:

@@ -188,6 +188,34 @@ def test_order_input_rewrites_in_input_order_and_skip_bad_lines(tmp_path, tiny_m
         assert key in summary
 
 
+def test_per_request_beams_and_samples_from_jsonl(tmp_path, tiny_model_dir):
+    """Per-line num_beams / num_return_sequences / do_sample: each record lists its completions, and the beam
+    request's texts are generate(num_beams=3, num_return_sequences=2)'s rows."""
+    import torch
+
+    lines = [
+        {"prompt": "hello", "id": "beam", "num_beams": 3, "num_return_sequences": 2, "max_new_tokens": 6},
+        {"prompt": "abc", "id": "greedy", "max_new_tokens": 4},
+        {"prompt": "xyz", "id": "samples", "do_sample": True, "seed": 1, "num_return_sequences": 3},
+    ]
+    prompts = _write(tmp_path, "".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out.jsonl"
+    proc = _generate(tiny_model_dir, "--prompts", prompts, "--output", str(out), "--order", "input")
+    assert proc.returncode == 0, proc.stderr
+    beam, greedy, samples = _rows(out)
+    assert "completions" not in greedy and len(samples["completions"]) == 3
+    model, tok = cli.load(tiny_model_dir)
+    ids = torch.tensor([tok.encode("hello")])
+    ref = model.generate(ids, num_beams=3, num_return_sequences=2, max_new_tokens=6, pad_token_id=0,
+                         return_dict_in_generate=True, output_scores=True)  # fmt: skip
+    texts = []
+    for row in ref.sequences[:, ids.shape[1] :].tolist():
+        texts.append(tok.decode(row[: row.index(0) + 1] if 0 in row else row, skip_special_tokens=True))
+    assert [c["completion"] for c in beam["completions"]] == texts
+    assert [c["score"] for c in beam["completions"]] == pytest.approx(ref.sequences_scores.tolist(), abs=1e-5)
+    assert beam["completion"] == texts[0]
+
+
 @pytest.mark.slow
 def test_generate_end_to_end_on_default_model(tmp_path):
     pytest.importorskip("torch")
