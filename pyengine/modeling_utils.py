@@ -523,6 +523,8 @@ class PreTrainedModel(nn.Module, ModuleUtilsMixin, PushToHubMixin):
         variant = kwargs.pop("variant", None)
         device_map = kwargs.pop("device_map", None)
         generation_config = kwargs.pop("generation_config", None)
+        from_flax = kwargs.pop("from_flax", False)  # flax_model.msgpack, renamed by the family's convert.py
+        from_tf = kwargs.pop("from_tf", False)  # tf_model.h5 or a TF1 .ckpt.index, renamed by convert.tf_to_pt
         for unused in ("low_cpu_mem_usage", "_fast_init", "offload_state_dict", "trust_remote_code",
                        "_from_auto", "_from_pipeline", "weights_only"):  # fmt: skip
             kwargs.pop(unused, None)
@@ -548,6 +550,18 @@ class PreTrainedModel(nn.Module, ModuleUtilsMixin, PushToHubMixin):
         config, model_kwargs = cls._resolve_config(path, config, gguf_config, hub, kwargs)
         if "attn_implementation" in model_kwargs:
             config._attn_implementation = model_kwargs.pop("attn_implementation")
+        if state_dict is None and from_tf and path is not None:
+            from pyengine.checkpoints.tf_h5 import load_tf_as_pt
+            from pyengine.models.registry import import_object
+
+            to_pt = import_object(f"pyengine.models.{config.model_type}.convert.tf_to_pt")
+            state_dict = load_tf_as_pt(path, options, to_pt, variant)
+        if state_dict is None and from_flax and path is not None:
+            from pyengine.checkpoints.flax_msgpack import load_flax_as_pt
+            from pyengine.models.registry import import_object
+
+            to_pt = import_object(f"pyengine.models.{config.model_type}.convert.flax_to_pt")
+            state_dict = load_flax_as_pt(path, options, to_pt, variant)
         if state_dict is None:
             if path is None:
                 raise ValueError("Pass a checkpoint path / repo id, a `state_dict`, or a `gguf_file`.")

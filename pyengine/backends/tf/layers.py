@@ -1,0 +1,153 @@
+"""Small Keras layers shared by the TF models: each creates its variables at construction, under the
+exact name transformers' TF models give them, so `tf_model.h5` files map by name in both directions.
+
+A layer gets its scope (`transformer/h_._0/attn/c_attn`) from the model; its variables are then
+`<scope>/<weight>:0` (`weight`, `bias`, `kernel`, `embeddings`, `gamma`, `beta`). Nothing is built
+lazily: a fresh model has every weight, so `num_parameters()` and `save_pretrained` work before a call.
+
+Shapes: `B` batch, `S` positions, `E` hidden, `V` vocab.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tf_keras
+
+from pyengine.backends.tf import tf
+
+
+def normal(shape: list[int], std: float) -> tf.Tensor:
+    """transformers' TF init (`get_initializer`): a truncated normal with standard deviation `std`."""
+    return tf.random.truncated_normal(shape, stddev=std)
+
+
+def variable(value: tf.Tensor, scope: str, name: str, trainable: bool = True) -> tf.Variable:
+    return tf.Variable(value, name=f"{scope}/{name}", trainable=trainable)
+
+
+class TFEmbedding(tf_keras.layers.Layer):
+    """Token / position lookup table `[V, E]`; also the tied output projection (`attend`)."""
+
+    def __init__(self, num: int, dim: int, scope: str, std: float = 0.02, weight_name: str = "embeddings",
+                 **kwargs) -> None:  # fmt: skip
+        super().__init__(name=scope.rsplit("/", 1)[-1], **kwargs)
+        self.scope, self.weight_name = scope, weight_name
+        self.embeddings = variable(normal([num, dim], std), scope, weight_name)
+        self.input_dim, self.output_dim = num, dim
+
+    @property
+    def weight(self) -> tf.Variable:
+        return self.embeddings
+
+    def call(self, ids: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.embeddings, ids)  # [..., E]
+
+    def attend(self, hidden: tf.Tensor) -> tf.Tensor:
+        """`hidden @ embeddings.T`: logits `[..., V]` of a tied LM head."""
+        return tf.matmul(hidden, self.embeddings, transpose_b=True)
+
+
+class TFLayerNorm(tf_keras.layers.Layer):
+    def __init__(self, dim: int, eps: float, scope: str, **kwargs) -> None:
+        super().__init__(name=scope.rsplit("/", 1)[-1], **kwargs)
+        self.eps = eps
+        self.gamma = variable(tf.ones([dim]), scope, "gamma")
+        self.beta = variable(tf.zeros([dim]), scope, "beta")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+
+
+class TFRMSNorm(tf_keras.layers.Layer):
+    """RMS norm (LLaMA, T5): `x / rms(x) * weight`, computed in float32."""
+
+    def __init__(self, dim: int, eps: float, scope: str, **kwargs) -> None:
+        super().__init__(name=scope.rsplit("/", 1)[-1], **kwargs)
+        self.eps = eps
+        self.weight = variable(tf.ones([dim]), scope, "weight")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        variance = tf.reduce_mean(tf.square(x), axis=-1, keepdims=True)
+        return self.weight * (x * tf.math.rsqrt(variance + self.eps))
+
+
+class TFConv1D(tf_keras.layers.Layer):
+    """GPT-2's linear layer: `weight` `[in, out]`, `bias` `[1, out]` (transformers' TF layout)."""
+
+    def __init__(self, nf: int, nx: int, scope: str, std: float = 0.02, **kwargs) -> None:
+        super().__init__(name=scope.rsplit("/", 1)[-1], **kwargs)
+        self.weight = variable(normal([nx, nf], std), scope, "weight")
+        self.bias = variable(tf.zeros([1, nf]), scope, "bias")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(x, self.weight) + self.bias  # [..., out]
+
+
+class TFDense(tf_keras.layers.Layer):
+    """Keras Dense's variables: `kernel` `[in, out]` (the transpose of torch's Linear weight), `bias` `[out]`."""
+
+    def __init__(self, units: int, in_dim: int, scope: str, std: float = 0.02, use_bias: bool = True, **kwargs) -> None:
+        super().__init__(name=scope.rsplit("/", 1)[-1], **kwargs)
+        self.kernel = variable(normal([in_dim, units], std), scope, "kernel")
+        self.bias = variable(tf.zeros([units]), scope, "bias") if use_bias else None
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        out = tf.matmul(x, self.kernel)
+        return out + self.bias if self.bias is not None else out
+
+
+def update_cache(cache: tf.Tensor, new: tf.Tensor, start: tf.Tensor) -> tf.Tensor:
+    """Write `new` `[B, H, S, D]` into `cache` `[B, H, T, D]` at positions `[start, start + S)`.
+
+    Traced (our tf.functions compile with XLA): XLA's dynamic-update-slice, which updates the loop-carried
+    cache in place. Eager: a select over T (no XLA op kernels outside a compiled function).
+    """
+    if not tf.executing_eagerly():
+        from tensorflow.compiler.tf2xla.python import xla
+
+        return xla.dynamic_update_slice(cache, tf.cast(new, cache.dtype), [0, 0, tf.cast(start, tf.int32), 0])
+    total, seq = cache.shape[2], new.shape[2]
+    pos = tf.range(total) - tf.cast(start, tf.int32)  # [T]: index into `new`, valid in [0, S)
+    hit = (pos >= 0) & (pos < seq)
+    placed = tf.gather(new, tf.clip_by_value(pos, 0, seq - 1), axis=2)  # [B, H, T, D]
+    return tf.where(hit[None, None, :, None], placed, cache)
+
+
+def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * x * (1.0 + tf.tanh(0.7978845608028654 * (x + 0.044715 * tf.pow(x, 3))))
+
+
+ACTIVATIONS = {
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+    "relu": tf.nn.relu,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+
+
+def get_activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation {name!r} is not supported by the TF models; use one of {sorted(ACTIVATIONS)}.")
+    return ACTIVATIONS[name]
+
+
+def attention_bias(mask: tf.Tensor, start: Any, seq: int, causal: bool = True) -> tf.Tensor:
+    """Additive bias `[B, 1, S, T]`: 0 where query `start + i` may attend key j (`mask[b, j] == 1` and,
+    when causal, `j <= start + i`), the float32 minimum elsewhere (finite: fully padded rows stay NaN-free)."""
+    keys = tf.shape(mask)[1]
+    allowed = tf.cast(mask, tf.bool)[:, None, None, :]  # [B, 1, 1, T]
+    if causal:
+        query_pos = tf.cast(start, tf.int32) + tf.range(seq)  # [S]
+        allowed = allowed & (tf.range(keys)[None, :] <= query_pos[:, None])[None, None]
+    return tf.where(allowed, 0.0, tf.float32.min)
+
+
+def left_pad_positions(mask: tf.Tensor) -> tf.Tensor:
+    """transformers' position ids for left-padded rows: `cumsum(mask) - 1`, pads at 1."""
+    mask = tf.cast(mask, tf.int32)
+    return tf.where(mask == 0, 1, tf.cumsum(mask, axis=-1) - 1)
