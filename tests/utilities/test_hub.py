@@ -162,3 +162,28 @@ def test_config_and_generation_config_push_round_trip(hub, tmp_path):
     back = GenerationConfig.from_pretrained("acme/just-config", cache_dir=tmp_path / "c2")
     assert (back.do_sample, back.top_k, back.max_new_tokens) == (True, 7, 11)
     assert transformers.GenerationConfig.from_pretrained("acme/just-config", cache_dir=tmp_path / "hf2").top_k == 7
+
+
+def test_tf_and_flax_models_push_and_load_back(hub, tmp_path):
+    """TF and Flax models upload what their save_pretrained writes; loading the repo gives the same weights."""
+    import numpy as np
+
+    from pyengine.models.bert.modeling_flax import FlaxBertModel
+    from pyengine.models.bert.modeling_tf import TFBertModel
+
+    model = _bert(2)
+    model.save_pretrained(tmp_path / "pt")
+    ids = np.array([[5, 6, 7, 8]])
+    want = model(torch.tensor(ids)).last_hidden_state.detach().numpy()
+
+    tf_model = TFBertModel.from_pretrained(tmp_path / "pt", from_pt=True)
+    commit = tf_model.push_to_hub("acme/tf-bert")
+    assert "tf_model.h5" in hub.repos["acme/tf-bert"].commits[commit.oid]
+    tf_back = TFBertModel.from_pretrained("acme/tf-bert", cache_dir=tmp_path / "c1")
+    np.testing.assert_allclose(tf_back(ids).last_hidden_state.numpy(), want, atol=1e-4)
+
+    flax_model = FlaxBertModel.from_pretrained(tmp_path / "pt", from_pt=True)
+    flax_model.save_pretrained(tmp_path / "flax-bert", push_to_hub=True, repo_id="acme/flax-bert")
+    assert "flax_model.msgpack" in set().union(*hub.repos["acme/flax-bert"].commits.values())
+    flax_back = FlaxBertModel.from_pretrained("acme/flax-bert", cache_dir=tmp_path / "c2")
+    np.testing.assert_allclose(np.asarray(flax_back(ids).last_hidden_state), want, atol=1e-4)
