@@ -22,7 +22,6 @@ import copy
 import dataclasses
 import logging
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -283,24 +282,16 @@ class FlaxPreTrainedModel(PushToHubMixin, FlaxGenerationMixin):
         Returns:
             The model; `(model, loading_info)` with `output_loading_info=True`.
         """
-        from pyengine.checkpoints import HubOptions, load_state_dict, resolve_file, resolve_weight_files
+        from pyengine.checkpoints import load_state_dict, resolve_file, resolve_weight_files
+        from pyengine.checkpoints.resolve import pop_hub_kwargs
 
         from_pt = kwargs.pop("from_pt", False)
         output_loading_info = kwargs.pop("output_loading_info", False)
         variant = kwargs.pop("variant", None)
         for unused in ("_from_auto", "_from_pipeline", "trust_remote_code", "from_auto_class"):
             kwargs.pop(unused, None)
-        for ignored in ("mirror", "resume_download"):
-            if kwargs.pop(ignored, None) is not None:
-                warnings.warn(f"`{ignored}` is deprecated and ignored.", FutureWarning, stacklevel=2)
-        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
-               "token": token, "revision": revision}  # fmt: skip
-        for name in ("proxies", "subfolder", "use_auth_token"):
-            if name in kwargs:
-                hub[name] = kwargs.pop(name)
-        options = HubOptions.pop_from(dict(hub))
-        hub = {k: v for k, v in hub.items() if k != "use_auth_token"}
-        hub["token"] = options.token
+        hub, options = pop_hub_kwargs(kwargs, cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token, revision=revision)  # fmt: skip
         path = os.fspath(pretrained_model_name_or_path)
 
         if isinstance(config, PretrainedConfig):

@@ -196,8 +196,8 @@ class TFPreTrainedModel(tf_keras.Model, TFModelUtilsMixin, TFGenerationMixin, Pu
             >>> model = TFGPT2LMHeadModel.from_pretrained("./my_gpt2")  # tf_model.h5
             >>> model = TFGPT2LMHeadModel.from_pretrained("./pt_gpt2", from_pt=True)
         """
-        from pyengine.checkpoints import HubOptions, load_state_dict, resolve_weight_files
-        from pyengine.checkpoints.resolve import add_variant, resolve_file
+        from pyengine.checkpoints import load_state_dict, resolve_weight_files
+        from pyengine.checkpoints.resolve import add_variant, pop_hub_kwargs, resolve_file
         from pyengine.checkpoints.tf_h5 import load_tf_h5
 
         variant = kwargs.pop("variant", None)
@@ -207,18 +207,10 @@ class TFPreTrainedModel(tf_keras.Model, TFModelUtilsMixin, TFGenerationMixin, Pu
         for name in ("dtype", "torch_dtype"):
             if kwargs.pop(name, None) not in (None, "auto", "float32"):
                 raise ValueError(f"`{name}`: the TF models run in float32 only.")
-        if kwargs.pop("mirror", None) is not None:
-            warnings.warn("`mirror` is deprecated and ignored by huggingface_hub.", FutureWarning, stacklevel=2)
         for unused in ("trust_remote_code", "_from_auto", "_from_pipeline", "load_weight_prefix", "tf_to_pt_weight_rename"):
             kwargs.pop(unused, None)
-        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
-               "token": token, "revision": revision}  # fmt: skip
-        for name in ("proxies", "subfolder", "use_auth_token", "resume_download"):
-            if name in kwargs:
-                hub[name] = kwargs.pop(name)
-        options = HubOptions.pop_from(dict(hub))
-        hub = {k: v for k, v in hub.items() if k not in ("use_auth_token", "resume_download")}
-        hub["token"] = options.token
+        hub, options = pop_hub_kwargs(kwargs, cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token, revision=revision)  # fmt: skip
         if pretrained_model_name_or_path is None:
             raise ValueError("Pass a checkpoint folder, weights file or Hub id to from_pretrained.")
         path = os.fspath(pretrained_model_name_or_path)

@@ -174,12 +174,6 @@ def _tied_groups(model: nn.Module) -> list[set[str]]:
 
 
 # Hub keywords of older transformers that are accepted and ignored, with the reason given in the warning.
-_IGNORED_HUB_KWARGS = {
-    "mirror": "set the HF_ENDPOINT environment variable to download from a mirror.",
-    "resume_download": "huggingface_hub always resumes interrupted downloads.",
-}
-
-
 def _ignore_regex(patterns: list[str] | None) -> re.Pattern[str] | None:
     return re.compile("|".join(f"({p})" for p in patterns)) if patterns else None
 
@@ -512,12 +506,8 @@ class PreTrainedModel(nn.Module, ModuleUtilsMixin, PushToHubMixin):
         Returns:
             The model in eval mode, or `(model, loading_info)` with `output_loading_info=True`.
         """
-        from pyengine.checkpoints import (
-            HubOptions,
-            load_gguf_checkpoint,
-            load_state_dict,
-            resolve_weight_files,
-        )
+        from pyengine.checkpoints import load_gguf_checkpoint, load_state_dict, resolve_weight_files
+        from pyengine.checkpoints.resolve import pop_hub_kwargs
 
         dtype = dtype if dtype is not None else torch_dtype
         variant = kwargs.pop("variant", None)
@@ -528,17 +518,8 @@ class PreTrainedModel(nn.Module, ModuleUtilsMixin, PushToHubMixin):
         for unused in ("low_cpu_mem_usage", "_fast_init", "offload_state_dict", "trust_remote_code",
                        "_from_auto", "_from_pipeline", "weights_only"):  # fmt: skip
             kwargs.pop(unused, None)
-        for ignored, why in _IGNORED_HUB_KWARGS.items():
-            if kwargs.pop(ignored, None) is not None:
-                warnings.warn(f"`{ignored}` is deprecated and ignored: {why}", FutureWarning, stacklevel=2)
-        hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
-               "token": token, "revision": revision}  # fmt: skip
-        for name in ("proxies", "subfolder", "use_auth_token"):
-            if name in kwargs:
-                hub[name] = kwargs.pop(name)
-        options = HubOptions.pop_from(dict(hub))
-        hub = {k: v for k, v in hub.items() if k not in ("use_auth_token", "resume_download")}
-        hub["token"] = options.token
+        hub, options = pop_hub_kwargs(kwargs, cache_dir=cache_dir, force_download=force_download,
+                                      local_files_only=local_files_only, token=token, revision=revision)  # fmt: skip
         if state_dict is not None and (pretrained_model_name_or_path is not None or gguf_file is not None):
             raise ValueError("`state_dict` cannot be passed together with a model name or a `gguf_file`.")
 

@@ -72,6 +72,41 @@ class HubOptions:
         return cls(**fields)
 
 
+IGNORED_HUB_KWARGS = {
+    "mirror": "set the HF_ENDPOINT environment variable to download from a mirror.",
+    "resume_download": "huggingface_hub always resumes interrupted downloads.",
+}
+
+
+def pop_hub_kwargs(
+    kwargs: dict[str, Any],
+    *,
+    cache_dir: str | os.PathLike | None,
+    force_download: bool,
+    local_files_only: bool,
+    token: str | bool | None,
+    revision: str | None,
+) -> tuple[dict[str, Any], HubOptions]:
+    """The download options of every `from_pretrained` (PyTorch, TF, Flax), popped out of `kwargs`.
+
+    Returns `(hub, options)`: `hub` is what `config_class.from_pretrained` takes (`token` resolved from the
+    deprecated `use_auth_token`), `options` the same as HubOptions for the weight resolvers. `mirror` and
+    `resume_download` are accepted and ignored with a FutureWarning saying why.
+    """
+    for ignored, why in IGNORED_HUB_KWARGS.items():
+        if kwargs.pop(ignored, None) is not None:
+            warnings.warn(f"`{ignored}` is deprecated and ignored: {why}", FutureWarning, stacklevel=3)
+    hub = {"cache_dir": cache_dir, "force_download": force_download, "local_files_only": local_files_only,
+           "token": token, "revision": revision}  # fmt: skip
+    for name in ("proxies", "subfolder", "use_auth_token"):
+        if name in kwargs:
+            hub[name] = kwargs.pop(name)
+    options = HubOptions.pop_from(dict(hub))
+    hub = {k: v for k, v in hub.items() if k != "use_auth_token"}
+    hub["token"] = options.token
+    return hub, options
+
+
 def add_variant(filename: str, variant: str | None) -> str:
     """Inserts a variant before the extension: `model.safetensors` + `fp16` → `model.fp16.safetensors`."""
     if variant is None:
