@@ -50,14 +50,17 @@ def test_update_configuration_during_loading(bert_base_uncased):
     assert len(model(torch.tensor([[2, 3]])).attentions) == 2
 
 
-@pytest.mark.skip(reason="from_tf (TF 1.x index checkpoints) belongs to the TensorFlow part of issue 11")
-def test_loading_from_tf_checkpoint():
-    # >>> config = BertConfig.from_json_file('./tf_model/my_tf_model_config.json')
-    # >>> model = BertModel.from_pretrained('./tf_model/my_tf_checkpoint.ckpt.index', from_tf=True, config=config)
-    pass
+# The from_tf example (`BertModel.from_pretrained('./tf_model/my_tf_checkpoint.ckpt.index', from_tf=True,
+# config=config)`) runs in tests/tf/test_bert_tf.py::test_from_tf_into_torch_h5_and_tf1_checkpoint, which
+# writes the TF1 checkpoint with TensorFlow.
 
 
-@pytest.mark.skip(reason="from_flax (flax_model.msgpack) belongs to the Flax part of issue 11")
-def test_loading_from_flax_checkpoint():
+def test_loading_from_flax_checkpoint(bert_base_uncased, tmp_path):
     # >>> model = BertModel.from_pretrained('bert-base-uncased', from_flax=True)
-    pass
+    folder = tmp_path / "bert-base-uncased"
+    transformers.FlaxBertModel.from_pretrained(bert_base_uncased, from_pt=True).save_pretrained(folder)
+    assert (folder / "flax_model.msgpack").exists() and not (folder / "model.safetensors").exists()
+    model = BertModel.from_pretrained(folder, from_flax=True)
+    reference = transformers.BertModel.from_pretrained(bert_base_uncased)
+    ids = torch.tensor([[2, 7, 8, 3]])
+    torch.testing.assert_close(model(ids).last_hidden_state, reference(ids).last_hidden_state, rtol=0, atol=1e-6)
