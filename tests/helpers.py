@@ -40,3 +40,18 @@ def to_numpy(x) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else x.detach().cpu().numpy()
 
 
+
+
+def torch_impls(op: str) -> list:
+    """The torch implementations of `op` this machine runs, as pytest params (id = impl label).
+
+    GPU impls (`quiet`) without a GPU are left out: their own tests (tests/gpu_kernels, Triton's
+    interpreter on small shapes) cover them; on these shapes they would only be slow.
+    """
+    if not has("torch"):
+        return []
+    import pytest
+
+    from pyengine.backends.torch.backend import OPS
+
+    return [pytest.param(i.fn, id=i.label) for i in OPS[op] if not (i.quiet and i.available() is not None)]

@@ -14,18 +14,14 @@ import pytest
 from pyengine.ops import fused as ref
 from pyengine.ops import random as ref_random
 from pyengine.ops import sampling as ref_sampling
-from tests.helpers import has, to_numpy
+from tests.helpers import has, to_numpy, torch_impls
 
 pytestmark = pytest.mark.skipif(not has("torch"), reason="torch not installed")
 NEAR = 1e-6
 
 
 def impls(op: str) -> list:
-    if not has("torch"):
-        return []
-    from pyengine.backends.torch.backend import OPS
-
-    return [pytest.param(i.fn, id=i.label) for i in OPS[op]]
+    return torch_impls(op)
 
 
 def _t(a):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from pyengine.ops import sampling as ref
-from tests.helpers import has, to_numpy
+from tests.helpers import has, to_numpy, torch_impls
 
 pytestmark = [
     pytest.mark.skipif(not has("torch"), reason="torch not installed"),
@@ -21,11 +21,7 @@ SHAPES = [(1, 7), (3, 111), (33, 7), (1, 32000), (3, 49152), (3, 50257), (1, 128
 
 
 def impls(op: str) -> list:
-    if not has("torch"):
-        return []
-    from pyengine.backends.torch.backend import OPS
-
-    return [pytest.param(i.fn, id=i.label) for i in OPS[op]]
+    return torch_impls(op)
 
 
 def _t(a):
