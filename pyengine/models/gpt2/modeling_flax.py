@@ -35,11 +35,27 @@ class FlaxConv1D(nn.Module):
     def __call__(self, x: Any) -> Any:
         kernel = self.param("kernel", jax.nn.initializers.normal(self.std), (self.features, x.shape[-1]))
         bias = self.param("bias", jax.nn.initializers.zeros, (self.features,))
-        # A 2-D dot contracting the kernel's second axis: XLA:CPU fuses "3-D dot with a transposed kernel +
-        # bias" into a slow loop (about 30x slower per decode step); this form stays on the fast GEMM path.
         flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
-        y = lax.dot_general(flat, kernel.astype(self.dtype), (((1,), (1,)), ((), ()))) + bias.astype(self.dtype)
+        y = kernel_dot(flat, kernel.astype(self.dtype)) + bias.astype(self.dtype)
         return y.reshape(*x.shape[:-1], self.features)
+
+
+SMALL_ROWS = 32  # up to this many rows (decode steps: one per sequence) `kernel_dot` computes W @ x^T
+
+
+def kernel_dot(x: Any, kernel: Any) -> Any:
+    """`x @ kernel.T` for x `[M, in]` and a kernel stored `[out, in]` (Conv1D, the tied embedding).
+
+    Always a 2-D dot contracting the kernel's second axis: XLA:CPU fuses "3-D dot with a transposed kernel +
+    bias" into a slow loop (about 30x slower per decode step). For few rows it computes `kernel @ x.T`
+    `[out, M]` and transposes that small result: XLA:CPU's GEMM streams the weights about twice as fast in
+    that orientation at M = 8 (measured 0.5 vs 1.3 ms for GPT-2's 3072x768 MLP kernel, 13-17 vs 22-33 ms
+    for the 50257x768 LM head). The barrier keeps XLA from folding the transpose back into the dot.
+    """
+    dims = (((1,), (1,)), ((), ()))
+    if x.shape[0] > SMALL_ROWS or x.shape[0] == 1:
+        return lax.dot_general(x, kernel, dims)
+    return lax.optimization_barrier(lax.dot_general(kernel, x, dims)).T
 
 
 class FlaxGPT2Attention(nn.Module):
@@ -66,7 +82,7 @@ class FlaxGPT2Attention(nn.Module):
         if layer_cache is not None:
             layer_cache = F.write_cache(layer_cache, k, v, index)
             k, v = layer_cache
-        out, _ = F.attend(q, k, v, mask, self.scale)
+        out, _ = F.attend(q, k, v, mask, self.scale, heads_first=layer_cache is not None)
         return self.c_proj(out.reshape(batch, seq, self.embed_dim)), layer_cache
 
 
@@ -139,7 +155,7 @@ class FlaxGPT2Module(nn.Module):
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None) -> tuple[Any, Any]:
         batch, seq = input_ids.shape
         index = 0 if cache is None else cache["index"]
-        keys = seq if cache is None else cache["layers"][0][0].shape[1]
+        keys = seq if cache is None else F.cache_length(cache)
         if position_ids is None:
             position_ids = jnp.broadcast_to(index + jnp.arange(seq), (batch, seq))
         mask = F.attention_mask_4d(attention_mask, batch, seq, keys, index, causal=True)
@@ -161,7 +177,9 @@ class FlaxGPT2LMHeadModule(nn.Module):
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None) -> tuple[Any, Any]:
         hidden, cache = self.transformer(input_ids, attention_mask, position_ids, cache)
         if getattr(self.config, "tie_word_embeddings", True):
-            logits = self.transformer.wte.attend(hidden)
+            embedding = self.transformer.wte.embedding.astype(self.dtype)
+            flat = kernel_dot(hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype), embedding)
+            logits = flat.reshape(*hidden.shape[:-1], -1)
         else:
             logits = self.lm_head(hidden)
         return logits, cache

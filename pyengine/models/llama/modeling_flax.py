@@ -93,7 +93,7 @@ class FlaxLlamaAttention(nn.Module):
         if layer_cache is not None:
             layer_cache = F.write_cache(layer_cache, k, v, index)
             k, v = layer_cache
-        out, _ = F.attend(q, k, v, mask, d**-0.5)
+        out, _ = F.attend(q, k, v, mask, d**-0.5, heads_first=layer_cache is not None)
         return self.o_proj(out.reshape(batch, seq, -1)), layer_cache
 
 
@@ -164,7 +164,7 @@ class FlaxLlamaModule(nn.Module):
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None) -> tuple[Any, Any]:
         batch, seq = input_ids.shape
         index = 0 if cache is None else cache["index"]
-        keys = seq if cache is None else cache["layers"][0][0].shape[1]
+        keys = seq if cache is None else F.cache_length(cache)
         if position_ids is None:
             position_ids = jnp.broadcast_to(index + jnp.arange(seq), (batch, seq))
         freqs = position_ids.astype(jnp.float32)[..., None] * jnp.asarray(self.inv_freq)[None, None, :]

@@ -115,7 +115,7 @@ class FlaxT5Attention(nn.Module):
         if layer_cache is not None:
             layer_cache = F.write_cache(layer_cache, k, v, index)
             k, v = layer_cache
-        out, _ = F.attend(q, k, v, mask, 1.0, bias)
+        out, _ = F.attend(q, k, v, mask, 1.0, bias, heads_first=layer_cache is not None)
         return self.o(out.reshape(batch, seq, -1)), layer_cache
 
 
@@ -206,7 +206,7 @@ class FlaxT5BlockCollection(nn.Module):
 
     def __call__(self, x: Any, mask: Any, enc: Any, enc_mask: Any, cache: Any) -> tuple[Any, Any]:
         index = 0 if cache is None else cache["index"]
-        keys = x.shape[1] if cache is None else cache["layers"][0][0].shape[1]
+        keys = x.shape[1] if cache is None else F.cache_length(cache)
         positions = index + jnp.arange(x.shape[1])
         bias = self.blocks[0].layer.layers[0].SelfAttention.compute_bias(positions, keys)
         layers = []
@@ -228,7 +228,7 @@ class FlaxT5Stack(nn.Module):
     def __call__(self, x: Any, attention_mask: Any, enc: Any = None, enc_mask: Any = None, cache: Any = None) -> tuple[Any, Any]:
         batch, seq = x.shape[:2]
         index = 0 if cache is None else cache["index"]
-        keys = seq if cache is None else cache["layers"][0][0].shape[1]
+        keys = seq if cache is None else F.cache_length(cache)
         mask = F.attention_mask_4d(attention_mask, batch, seq, keys, index, causal=self.is_decoder)
         cross = None if enc is None else F.attention_mask_4d(enc_mask, batch, seq, enc.shape[1], 0, causal=False)
         x, cache = self.block(x, mask, enc, cross, cache)
