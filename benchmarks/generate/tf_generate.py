@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                          "transformers": transformers.__version__}}  # fmt: skip
     hf_xla = tf.function(hf.generate, jit_compile=True)
     rows = []
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     for batch in [int(b) for b in args.batch.split(",")]:
         ids = tf.constant(rng.integers(0, 50257, size=(batch, args.prompt_len)), tf.int32)
         mask = tf.ones_like(ids)
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                     after = {k: f.experimental_get_tracing_count() for k, f in ours._pyengine_compiled.items()}
                     row["recompiled_for_new_temperature"] = before != after
                 rows.append(row)
+                with open(args.out, "a", encoding="utf-8") as f:  # row by row: a cut-short run keeps its rows
+                    f.write(json.dumps(row) + "\n")
                 print(f"{name:18s} {strategy:6s} batch {batch}: {row['tok_s']:8.1f} tok/s  (call {best:.3f}s, "
                       f"first call {compile_s:.2f}s)", flush=True)  # fmt: skip
             pick = {r["engine"]: r for r in rows if r["strategy"] == strategy and r["batch"] == batch}
@@ -113,10 +116,6 @@ def main(argv: list[str] | None = None) -> int:
             if "transformers-eager" in pick:
                 print(f"  ratio pyengine-xla / transformers-eager: "
                       f"{pick['pyengine-xla']['tok_s'] / pick['transformers-eager']['tok_s']:.2f}x")  # fmt: skip
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
     return 0
 
 

@@ -43,9 +43,21 @@ class TFEmbedding(tf_keras.layers.Layer):
     def call(self, ids: tf.Tensor) -> tf.Tensor:
         return tf.gather(self.embeddings, ids)  # [..., E]
 
-    def attend(self, hidden: tf.Tensor) -> tf.Tensor:
-        """`hidden @ embeddings.T`: logits `[..., V]` of a tied LM head."""
-        return tf.matmul(hidden, self.embeddings, transpose_b=True)
+    def attend(self, hidden: tf.Tensor, kernel: tf.Tensor | None = None) -> tf.Tensor:
+        """`hidden @ embeddings.T`: logits `[..., V]` of a tied LM head.
+
+        `kernel` is `head_kernel()` computed once per generate call: with it the product is a plain 2-D
+        `[N, E] @ [E, V]` matmul. XLA:CPU runs `transpose_b` against the `[V, E]` table ~3x slower at
+        batch 8 (measured on GPT-2-small), and the head is the largest matmul of a decode step.
+        """
+        if kernel is None:
+            return tf.matmul(hidden, self.embeddings, transpose_b=True)
+        flat = tf.reshape(hidden, [-1, hidden.shape[-1]])  # [N, E]
+        return tf.reshape(tf.matmul(flat, kernel), tf.concat([tf.shape(hidden)[:-1], [kernel.shape[-1]]], 0))
+
+    def head_kernel(self) -> tf.Tensor:
+        """The table transposed, `[E, V]`, for `attend(hidden, kernel)`."""
+        return tf.transpose(self.embeddings)
 
 
 class TFLayerNorm(tf_keras.layers.Layer):

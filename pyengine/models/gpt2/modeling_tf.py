@@ -210,8 +210,10 @@ class TFGPT2LMHeadModel(TFGPT2PreTrainedModel):
         caches = [(tf.zeros(shape), tf.zeros(shape)) for _ in range(cfg.n_layer)]
         positions = left_pad_positions(mask)[:, :seq]
         x, caches, _, _ = self.transformer.run(input_ids, mask, positions, caches, 0)
-        logits = self.transformer.wte.attend(x[:, -1])  # [B, V]
-        return logits, {"caches": caches, "mask": mask}
+        state = {"caches": caches, "mask": mask}
+        if input_ids.shape[0] != 1:  # [E, V] once per call (TFEmbedding.attend); one row: the copy costs more
+            state["head"] = self.transformer.wte.head_kernel()
+        return self.transformer.wte.attend(x[:, -1], state.get("head")), state  # [B, V]
 
     def tf_decode(self, state: dict, tokens: tf.Tensor, cur: Any) -> tuple[tf.Tensor, dict]:
         """One step: `tokens` `[B]` sit at position `cur - 1`; returns the next logits `[B, V]`."""
@@ -219,10 +221,10 @@ class TFGPT2LMHeadModel(TFGPT2PreTrainedModel):
         start = tf.cast(cur, tf.int32) - 1
         positions = tf.gather(left_pad_positions(mask), [start], axis=1)  # [B, 1]
         x, caches, _, _ = self.transformer.run(tf.cast(tokens, tf.int32)[:, None], mask, positions, state["caches"], start)
-        return self.transformer.wte.attend(x[:, -1]), {"caches": caches, "mask": mask}
+        return self.transformer.wte.attend(x[:, -1], state.get("head")), {**state, "caches": caches}
 
     def tf_reorder(self, state: dict, index: tf.Tensor) -> dict:
         """Beam search: row i continues old row `index[i]`."""
         caches = [(tf.gather(k, index), tf.gather(v, index)) for k, v in state["caches"]]
-        return {"caches": caches, "mask": tf.gather(state["mask"], index)}
+        return {**state, "caches": caches, "mask": tf.gather(state["mask"], index)}
 
