@@ -61,6 +61,12 @@ TORCH_LIBRARY(pyengine, m) {
       "int[] banned_ids, float length_penalty, int early_stopping, bool stop_all, bool log_softmax, "
       "Tensor(i!)? scores_out) -> (Tensor, bool)");
   m.def("kv_reorder_suffix(Tensor(a!)[] caches, Tensor index, Tensor start, int length) -> ()");
+  // the penalties into `out` (out = scores: in place, the engine's own buffer; pyengine/ops/logits.py)
+  m.def("repetition_penalty.out(Tensor scores, Tensor tokens, float penalty, *, Tensor(a!) out) -> Tensor(a!)");
+  m.def("min_length.out(Tensor scores, int cur_len, int min_len, int[] eos_token_ids, *, Tensor(a!) out) -> Tensor(a!)");
+  m.def(
+      "bad_words.out(Tensor scores, Tensor tokens, int[] words_flat, int[] word_lengths, *, Tensor(a!) out) "
+      "-> Tensor(a!)");
 }
 
 namespace {

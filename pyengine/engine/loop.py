@@ -2,6 +2,8 @@
 
 Each step: the model's `step_fn` turns the history into next-token logits `[B, V]`; the plan's processors
 adjust them; the strategy picks one token per row; finished rows get the pad token; stopping is checked.
+A `step_fn` whose `fresh_logits` attribute is true returns a new buffer each call that nothing else
+holds: the processors then modify it in place (`processors.run_chain`) rather than copy it per op.
 The token buffer `[B, max_length]` is allocated once and filled column by column.
 """
 
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyengine.backends.base import Array, Backend
+from pyengine.engine import processors as P
 from pyengine.engine.plan import DecodePlan
 
 
@@ -56,9 +59,10 @@ def run(
         if plan.fused_select is not None:  # processors + selection in one pass (fused kernel)
             next_tokens = plan.fused_select(ops, history, logits)
         else:
-            scores = logits
-            for spec in plan.processors:
-                scores = spec(ops, history, scores)
+            # The chain may write into the logits when the step hands over a fresh buffer each call
+            # (`step_fn.fresh_logits`) that no output keeps; output_scores keeps each step's own buffer.
+            owned = getattr(step_fn, "fresh_logits", False) and not plan.output_logits
+            scores = P.run_chain(plan.processors, ops, history, logits, owned=owned)
             if plan.output_scores:
                 scores_out.append(scores)
             next_tokens = backend.sample(scores, rng) if plan.strategy == "sample" else ops.argmax(scores)  # [B]

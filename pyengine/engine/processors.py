@@ -10,13 +10,21 @@ Group beam search also hands a per-step context (`current_tokens`, `beam_group_i
 
 `argmax_invariant` marks the specs that can never change which token is the argmax (temperature and the
 sampling filters), so greedy plans may skip them.
+
+In place: a spec whose `inplace_capable` is set takes `inplace=True` and passes it to its op, which may
+then write into `scores` (the op's contract: `pyengine/ops/logits.py`). Only `run_chain(..., owned=True)`
+asks for it, when the caller owns the scores buffer (the decoding loop, on the fresh logits of a step):
+a spec called on its own, as the user-visible LogitsProcessor classes do, never modifies its input.
+An op implementation without an `inplace` parameter (the compiled backends) is called without it
+(`takes_inplace`) and returns a new array as before.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from pyengine.ops.registry import OpTable
@@ -33,13 +41,28 @@ class Temperature:
         return ops.temperature(scores, self.value)
 
 
+@cache
+def takes_inplace(fn: Callable[..., Any]) -> bool:
+    """Whether an op implementation has the `inplace` parameter (checked once per implementation)."""
+    try:
+        return "inplace" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no introspectable signature: call it the plain way
+        return False
+
+
+def _inplace(fn: Callable[..., Any], inplace: bool) -> dict[str, bool]:
+    return {"inplace": True} if inplace and takes_inplace(fn) else {}
+
+
 @dataclass(frozen=True)
 class RepetitionPenalty:
     penalty: float
     argmax_invariant = False
+    inplace_capable = True
 
-    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        return ops.repetition_penalty(scores, tokens, self.penalty)
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array, inplace: bool = False) -> Array:
+        fn = ops.repetition_penalty
+        return fn(scores, tokens, self.penalty, **_inplace(fn, inplace))
 
 
 @dataclass(frozen=True)
@@ -55,9 +78,11 @@ class NoRepeatNGram:
 class BadWords:
     bad_words_ids: tuple[tuple[int, ...], ...]
     argmax_invariant = False
+    inplace_capable = True
 
-    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        return ops.bad_words(scores, tokens, self.bad_words_ids)
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array, inplace: bool = False) -> Array:
+        fn = ops.bad_words
+        return fn(scores, tokens, self.bad_words_ids, **_inplace(fn, inplace))
 
 
 @dataclass(frozen=True)
@@ -65,9 +90,11 @@ class MinLength:
     min_length: int
     eos_token_ids: tuple[int, ...]
     argmax_invariant = False
+    inplace_capable = True
 
-    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
-        return ops.min_length(scores, tokens, self.min_length, self.eos_token_ids)
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array, inplace: bool = False) -> Array:
+        fn = ops.min_length
+        return fn(scores, tokens, self.min_length, self.eos_token_ids, **_inplace(fn, inplace))
 
 
 @dataclass(frozen=True)
@@ -76,10 +103,13 @@ class MinNewTokens:
     min_new_tokens: int
     eos_token_ids: tuple[int, ...]
     argmax_invariant = False
+    inplace_capable = True
 
-    def __call__(self, ops: OpTable, tokens: Array, scores: Array) -> Array:
+    def __call__(self, ops: OpTable, tokens: Array, scores: Array, inplace: bool = False) -> Array:
         # new tokens < min_new_tokens  <=>  length < prompt_length + min_new_tokens
-        return ops.min_length(scores, tokens, self.prompt_length + self.min_new_tokens, self.eos_token_ids)
+        fn = ops.min_length
+        return fn(scores, tokens, self.prompt_length + self.min_new_tokens, self.eos_token_ids,
+                  **_inplace(fn, inplace))
 
 
 @dataclass(frozen=True)
@@ -228,4 +258,22 @@ def apply(spec: Any, ops: OpTable, tokens: Array, scores: Array, **context: Any)
     if context and getattr(spec, "accepts_context", False):
         return spec(ops, tokens, scores, **context)
     return spec(ops, tokens, scores)
+
+
+def run_chain(specs: Sequence[Any], ops: OpTable, tokens: Array, scores: Array, owned: bool = False) -> Array:
+    """Apply `specs` in order to `scores` `[B, V]`; returns the processed scores.
+
+    `owned`: the caller owns `scores` (a buffer nothing else holds or reads later, such as a step's fresh
+    logits), so the in-place capable specs write into it instead of copying it. Every other spec's
+    result is `scores` itself or a new array, which the chain then owns as well, except a `Custom`
+    one's: user code may keep what it returns (or what it was given), so from the first `Custom` on the
+    chain copies again.
+    """
+    for spec in specs:
+        if owned and getattr(spec, "inplace_capable", False):
+            scores = spec(ops, tokens, scores, inplace=True)
+        else:
+            scores = spec(ops, tokens, scores)
+        owned = owned and not isinstance(spec, Custom)
+    return scores
 

@@ -22,6 +22,8 @@ class CausalLMStep:
     `[B, max_length]` buffer; position ids follow transformers: `cumsum(mask) - 1`, pads at 1.
     """
 
+    fresh_logits = True  # each call returns a new float32 copy: the engine's processors may write into it
+
     def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict) -> None:
         self.model = model
         batch, prompt_len = attention_mask.shape
@@ -77,6 +79,8 @@ class Seq2SeqStep:
     feeds the new decoder tokens with the encoder mask, through a preallocated decoder cache whose
     cross-attention keys/values are computed on the first step and reused.
     """
+
+    fresh_logits = True  # each call returns a new float32 copy: the engine's processors may write into it
 
     def __init__(self, model: Any, encoder_outputs: Any, encoder_mask: torch.Tensor | None, config: GenerationConfig,
                  model_kwargs: dict) -> None:

@@ -4,6 +4,15 @@ Every op takes `scores` `[B, V]` (and, where it needs history, `tokens` `[B, T]`
 ids) and returns a new array; inputs are never modified. Semantics follow transformers 4.57
 `generation/logits_process.py`; the class each op mirrors is named in its docstring.
 
+In place (`inplace=True`): the penalties that change a few entries per row (`repetition_penalty`,
+`min_length`, `bad_words`) take an `inplace` flag. With it the op may write its result into `scores` and
+return that array, so it costs only the entries it changes instead of a copy of `[B, V]`. Only a caller
+that owns `scores` may pass it: the engine's processor chain does, on the fresh logits buffer each step
+(`engine.processors.run_chain`). The values returned are the same either way, and callers always use
+the returned array: an implementation that cannot write in place (a compiled backend, immutable
+tensors) simply omits the parameter, and the engine then calls it without the flag
+(`engine.processors.takes_inplace`). The user-visible LogitsProcessor classes never pass it.
+
 History and the compiled loop: a compiled (XLA) loop keeps one fixed-size `[B, max_length]` buffer in
 which positions not yet written hold -1 (engine/compiled.py). Ids < 0 are therefore "no token", and the
 current length is the number of entries >= 0 in a row (every row has the same length: left padding uses
@@ -24,13 +33,14 @@ def temperature(scores: np.ndarray, temperature: float) -> np.ndarray:
     return scores / np.asarray(temperature, dtype=scores.dtype)
 
 
-def repetition_penalty(scores: np.ndarray, tokens: np.ndarray, penalty: float) -> np.ndarray:
+def repetition_penalty(scores: np.ndarray, tokens: np.ndarray, penalty: float, inplace: bool = False) -> np.ndarray:
     """Penalise every token id present in `tokens` once (RepetitionPenaltyLogitsProcessor).
 
     Negative scores are multiplied by `penalty`, positive ones divided; a score of 0 is unchanged.
     Repeats of a token do not compound: gather and scatter of duplicates write the same value.
+    `inplace`: write into `scores` (see the module docstring).
     """
-    out = scores.copy()
+    out = scores if inplace else scores.copy()
     for row in range(scores.shape[0]):
         ids = np.unique(written(tokens)[row])
         s = scores[row, ids]
@@ -48,12 +58,15 @@ def written(tokens: np.ndarray) -> np.ndarray:
     return tokens[:, : seq_length(tokens)]
 
 
-def min_length(scores: np.ndarray, tokens: np.ndarray, min_len: int, eos_token_ids: Sequence[int]) -> np.ndarray:
+def min_length(
+    scores: np.ndarray, tokens: np.ndarray, min_len: int, eos_token_ids: Sequence[int], inplace: bool = False
+) -> np.ndarray:
     """Ban EOS while the length (prompt included) is below `min_len` (MinLengthLogitsProcessor).
 
     MinNewTokensLengthLogitsProcessor is the same op with `min_len = prompt_length + min_new_tokens`.
+    `inplace`: write into `scores` (see the module docstring).
     """
-    out = scores.copy()
+    out = scores if inplace else scores.copy()
     if seq_length(tokens) < min_len:
         out[:, list(eos_token_ids)] = NEG_INF
     return out
@@ -84,13 +97,16 @@ def banned_ngram_tokens(row: list[int], n: int) -> list[int]:
     return banned
 
 
-def bad_words(scores: np.ndarray, tokens: np.ndarray, bad_words_ids: Sequence[Sequence[int]]) -> np.ndarray:
+def bad_words(
+    scores: np.ndarray, tokens: np.ndarray, bad_words_ids: Sequence[Sequence[int]], inplace: bool = False
+) -> np.ndarray:
     """Ban words (NoBadWordsLogitsProcessor).
 
     A one-token word is always banned. For a longer word `[t1..tk]`, `tk` is banned in the rows whose
-    history ends with `[t1..t(k-1)]`; its earlier tokens stay allowed.
+    history ends with `[t1..t(k-1)]`; its earlier tokens stay allowed. `inplace`: write into `scores`
+    (see the module docstring).
     """
-    out = scores.copy()
+    out = scores if inplace else scores.copy()
     tokens = written(tokens)
     for word in bad_words_ids:
         *prefix, last = word

@@ -1,7 +1,9 @@
 // Logits processors on one row of float32 scores (spec: pyengine/ops/logits.py).
 //
 // Each function writes `out` (a row the caller owns) from `x` (the input row, never modified) and the
-// row's history `tok[0, T)`. Ids are validated by the caller before any kernel runs.
+// row's history `tok[0, T)`; the `*_inplace_row` variants (the ops' `.out` overloads, used with
+// out = scores by the engine) update one row `s` in place. Ids are validated by the caller before any
+// kernel runs.
 #pragma once
 
 #include <cfloat>
@@ -22,14 +24,21 @@ inline void repetition_penalty_row(const float* x, float* out, int64_t V, const 
   }
 }
 
+// In place: gather every penalised score before writing any, so repeats of an id (the history holds
+// many) all write the value penalised once. `old` is scratch for T floats.
+inline void repetition_penalty_inplace_row(float* s, const int64_t* tok, int64_t T, float penalty, float* old) {
+  for (int64_t t = 0; t < T; ++t) old[t] = s[tok[t]];
+  for (int64_t t = 0; t < T; ++t) s[tok[t]] = old[t] < 0 ? old[t] * penalty : old[t] / penalty;
+}
+
 inline void ban_ids_row(float* out, const int64_t* ids, int64_t n) {
   for (int64_t j = 0; j < n; ++j) out[ids[j]] = kNegInf;
 }
 
 // Bad words as a flat id list plus per-word lengths: word w is flat[off, off + len[w]).
-inline void bad_words_row(const float* x, float* out, int64_t V, const int64_t* tok, int64_t T,
-                          const int64_t* flat, const int64_t* lens, int64_t n_words) {
-  std::memcpy(out, x, V * sizeof(float));
+// Only writes -inf: the same code runs in place.
+inline void bad_words_inplace_row(float* out, const int64_t* tok, int64_t T, const int64_t* flat,
+                                  const int64_t* lens, int64_t n_words) {
   for (int64_t w = 0, off = 0; w < n_words; off += lens[w], ++w) {
     const int64_t prefix = lens[w] - 1;
     if (prefix > T) continue;
@@ -37,6 +46,12 @@ inline void bad_words_row(const float* x, float* out, int64_t V, const int64_t* 
     for (int64_t j = 0; j < prefix && match; ++j) match = tok[T - prefix + j] == flat[off + j];
     if (match) out[flat[off + prefix]] = kNegInf;
   }
+}
+
+inline void bad_words_row(const float* x, float* out, int64_t V, const int64_t* tok, int64_t T,
+                          const int64_t* flat, const int64_t* lens, int64_t n_words) {
+  std::memcpy(out, x, V * sizeof(float));
+  bad_words_inplace_row(out, tok, T, flat, lens, n_words);
 }
 
 // Ban the tokens that followed an earlier occurrence of the last n-1 tokens. O(T) expected: the

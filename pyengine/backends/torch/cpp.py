@@ -7,6 +7,9 @@ contract holds for every input native accepts. Everything else that is wrong (in
 ids out of range) raises a RuntimeError naming the op and the argument, from TORCH_CHECKs that run
 before any kernel touches memory.
 
+The penalties take `inplace` (`pyengine/ops/logits.py`): it runs the op's `.out` overload with
+out = scores, which touches only the entries it changes instead of copying `[B, V]`.
+
 `register_fakes()` gives torch.compile the output shapes; `_C.py` calls it once the library is loaded.
 """
 
@@ -48,16 +51,28 @@ def temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     return _ops.temperature(scores, float(temperature))
 
 
-def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: float) -> torch.Tensor:
+def _in_place(scores: torch.Tensor, inplace: bool) -> bool:
+    """`inplace=True` runs the `.out` overload with out = scores, which needs scores' own memory contiguous."""
+    return inplace and scores.is_contiguous()
+
+
+def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: float, inplace: bool = False) -> torch.Tensor:
     if _native_only(scores):
-        return native.repetition_penalty(scores, tokens, penalty)
+        return native.repetition_penalty(scores, tokens, penalty, inplace)
+    if _in_place(scores, inplace):
+        return _ops.repetition_penalty.out(scores, tokens, float(penalty), out=scores)
     return _ops.repetition_penalty(scores, tokens, float(penalty))
 
 
-def min_length(scores: torch.Tensor, tokens: torch.Tensor, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
+def min_length(
+    scores: torch.Tensor, tokens: torch.Tensor, min_len: int, eos_token_ids: Sequence[int], inplace: bool = False
+) -> torch.Tensor:
     if tokens.shape[1] >= min_len or _native_only(scores):  # nothing to ban: no copy, as native
-        return native.min_length(scores, tokens, min_len, eos_token_ids)
-    return _ops.min_length(scores, int(tokens.shape[1]), int(min_len), [int(i) for i in eos_token_ids])
+        return native.min_length(scores, tokens, min_len, eos_token_ids, inplace)
+    eos = [int(i) for i in eos_token_ids]
+    if _in_place(scores, inplace):
+        return _ops.min_length.out(scores, int(tokens.shape[1]), int(min_len), eos, out=scores)
+    return _ops.min_length(scores, int(tokens.shape[1]), int(min_len), eos)
 
 
 def no_repeat_ngram(scores: torch.Tensor, tokens: torch.Tensor, ngram_size: int) -> torch.Tensor:
@@ -66,11 +81,16 @@ def no_repeat_ngram(scores: torch.Tensor, tokens: torch.Tensor, ngram_size: int)
     return _ops.no_repeat_ngram(scores, tokens, int(ngram_size))
 
 
-def bad_words(scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+def bad_words(
+    scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequence[Sequence[int]], inplace: bool = False
+) -> torch.Tensor:
     if _native_only(scores):
-        return native.bad_words(scores, tokens, bad_words_ids)
+        return native.bad_words(scores, tokens, bad_words_ids, inplace)
     flat = [int(t) for word in bad_words_ids for t in word]
-    return _ops.bad_words(scores, tokens, flat, [len(word) for word in bad_words_ids])
+    lens = [len(word) for word in bad_words_ids]
+    if _in_place(scores, inplace):
+        return _ops.bad_words.out(scores, tokens, flat, lens, out=scores)
+    return _ops.bad_words(scores, tokens, flat, lens)
 
 
 def forced_token(scores: torch.Tensor, tokens: torch.Tensor, at_len: int, token_ids: Sequence[int]) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 These mirror transformers 4.57's processors operation for operation (same sort direction, same
 softmax/cumsum dtype), so the tokens they lead to equal transformers' bit for bit. They are also the
-fallback every accelerated implementation is measured against. None modifies its inputs.
+fallback every accelerated implementation is measured against. None modifies its inputs, except the
+penalties called with `inplace=True` (`pyengine/ops/logits.py`), which write into `scores` and return it.
 """
 
 from __future__ import annotations
@@ -18,16 +19,18 @@ def temperature(scores: torch.Tensor, temperature: float) -> torch.Tensor:
     return scores / temperature
 
 
-def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: float) -> torch.Tensor:
-    score = torch.gather(scores, 1, tokens)
+def repetition_penalty(scores: torch.Tensor, tokens: torch.Tensor, penalty: float, inplace: bool = False) -> torch.Tensor:
+    score = torch.gather(scores, 1, tokens)  # every penalised score is read before any is written
     score = torch.where(score < 0, score * penalty, score / penalty)
-    return scores.scatter(1, tokens, score)
+    return scores.scatter_(1, tokens, score) if inplace else scores.scatter(1, tokens, score)
 
 
-def min_length(scores: torch.Tensor, tokens: torch.Tensor, min_len: int, eos_token_ids: Sequence[int]) -> torch.Tensor:
+def min_length(
+    scores: torch.Tensor, tokens: torch.Tensor, min_len: int, eos_token_ids: Sequence[int], inplace: bool = False
+) -> torch.Tensor:
     if tokens.shape[1] >= min_len:  # an eager history holds no -1: its length is its width
         return scores
-    out = scores.clone()
+    out = scores if inplace else scores.clone()
     out[:, list(eos_token_ids)] = -float("inf")
     return out
 
@@ -44,8 +47,10 @@ def no_repeat_ngram(scores: torch.Tensor, tokens: torch.Tensor, ngram_size: int)
     return out
 
 
-def bad_words(scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-    out = scores.clone()
+def bad_words(
+    scores: torch.Tensor, tokens: torch.Tensor, bad_words_ids: Sequence[Sequence[int]], inplace: bool = False
+) -> torch.Tensor:
+    out = scores if inplace else scores.clone()
     singles = [w[0] for w in bad_words_ids if len(w) == 1]
     if singles:
         out[:, singles] = -float("inf")
