@@ -11,27 +11,14 @@ import pytest
 
 from pyengine.ops import logits as ref_logits
 from pyengine.ops import sampling as ref_sampling
-from tests.helpers import has, to_numpy
+from tests.helpers import to_numpy, torch_impls
 from tests.tolerances import TOLERANCES
 
 SHAPES = [(1, 7), (3, 111), (33, 50257)]
 
 
-def registered() -> list[tuple[str, str, object]]:
-    out = []
-    if has("torch"):
-        from pyengine.backends.torch.backend import OPS
-
-        for op, impls in OPS.items():
-            for impl in impls:
-                if impl.quiet and impl.available() is not None:  # GPU impls on a machine without one:
-                    continue  # tests/gpu_kernels runs them (interpreter), here they would only be slow
-                out.append((op, impl.label, impl.fn))
-    return out
-
-
 def impls_of(op: str) -> list:
-    found = [pytest.param(fn, id=f"torch-{label}") for name, label, fn in registered() if name == op]
+    found = [pytest.param(*p.values, id=f"torch-{p.id}") for p in torch_impls(op)]
     return found or [pytest.param(None, marks=pytest.mark.skip(reason="torch not installed"))]
 
 
