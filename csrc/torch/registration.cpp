@@ -19,6 +19,7 @@ TORCH_LIBRARY(pyengine, m) {
   m.def("top_p_mask(Tensor scores, float top_p, float filter_value, int min_tokens_to_keep) -> Tensor");
   m.def("min_p_mask(Tensor scores, float min_p, float filter_value, int min_tokens_to_keep) -> Tensor");
   m.def("argmax(Tensor scores) -> Tensor");
+  m.def("sample_from_scores(Tensor scores, Generator? generator) -> Tensor");
   // counter-based noise and fused selection (pyengine/ops/random.py, pyengine/ops/fused.py)
   m.def("uniform(Tensor seed, Tensor step, Tensor row_key) -> Tensor");
   m.def(

@@ -1,7 +1,17 @@
-// CPU launchers for the warpers, argmax, the counter-based uniform and the fused selection ops.
+// CPU launchers for the warpers, argmax, torch's multinomial draw, the counter-based uniform and the fused
+// selection ops.
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/core/DistributionsHelper.h>
+#include <ATen/ops/multinomial.h>
+#include <ATen/ops/softmax.h>
+
+#include <cmath>
+#include <mutex>
+
 #include "common.h"
 #include "pyengine/fused.h"
 #include "pyengine/masks.h"
+#include "pyengine/mt19937.h"
 #include "pyengine/random.h"
 
 namespace pyengine::cpu {
@@ -172,6 +182,113 @@ at::Tensor fused_argmax(const at::Tensor& scores, const at::Tensor& tokens, cons
   return run_fused(op, false, scores, tokens, a, eos, banned);
 }
 
+// torch.multinomial(torch.softmax(scores, -1), 1) for float32 scores: the same token and the same generator
+// state afterwards. torch draws one sample as argmax(p / q), q ~ Exp(1) filled over the whole [B, V] tensor
+// by `exponential_` (one random64() per element, in memory order: serial, ~20 ns an element). Where p is 0
+// the ratio is 0 and cannot win, so only the words of the tokens with p > 0 are tempered and turned into
+// q; the stream is still advanced over every element, a twisted block (624 words) at a time. Bit-exact: q
+// is computed with the same formula in double (-log1p(-u), u = 53 bits / 2^53), p / q in float32, ties to
+// the first index; a pair of all-zero words (u = 0, q = 0) is seen even where p = 0 (0 / 0 = NaN wins, as
+// in torch.argmax).
+at::Tensor sample_from_scores(const at::Tensor& scores, const c10::optional<at::Generator>& generator) {
+  const at::Tensor s = scores_arg(scores, "sample_from_scores");
+  const at::Tensor probs = at::softmax(s, -1).contiguous();  // torch.softmax's exact values
+  const int64_t B = probs.size(0), V = probs.size(1);
+  const float* p = probs.const_data_ptr<float>();
+  // torch.multinomial's checks, in its words, and the tokens that can be drawn (p > 0), ascending. When
+  // most tokens live (no top-k / top-p before the draw), -log1p per token is the cost either way: torch's
+  // own loop draws then.
+  std::vector<int64_t> live, row_begin(B + 1, 0);
+  const size_t dense = static_cast<size_t>(B * V / 4);
+  bool bad = false, empty_row = false;
+  auto add = [&](int64_t j) {
+    if (live.size() <= dense) live.push_back(j);
+  };
+  for (int64_t b = 0; b < B; ++b) {
+    const float* row = p + b * V;
+    int64_t positive = 0, i = 0;
+#if PYENGINE_AVX512
+    for (; i + 16 <= V; i += 16) {
+      const __m512 x = _mm512_loadu_ps(row + i);
+      const __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ) &
+                           _mm512_cmp_ps_mask(x, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);  // false for NaN
+      bad |= ok != 0xFFFF;
+      const uint32_t pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ);
+      positive += __builtin_popcount(pos);
+      for (uint32_t m = pos; m; m &= m - 1) add(b * V + i + __builtin_ctz(m));
+    }
+#endif
+    for (; i < V; ++i) {
+      bad |= !(row[i] >= 0.f) | !(row[i] < INFINITY);
+      positive += row[i] > 0.f;
+      if (row[i] > 0.f) add(b * V + i);
+    }
+    empty_row |= positive == 0;
+    row_begin[b + 1] = static_cast<int64_t>(live.size());
+  }
+  TORCH_CHECK(!bad, "probability tensor contains either `inf`, `nan` or element < 0");
+  TORCH_CHECK(!empty_row, "invalid multinomial distribution (sum of probabilities <= 0)");
+  if (live.size() > dense) return at::multinomial(probs, 1, false, generator).squeeze(1);
+
+  // 1. Walk the stream (serial, as the generator is): keep the raw words of the live tokens, and of any
+  //    other pair whose raw low word is 0 (tempered u = 0 gives q = 0: 0 / 0 = NaN, which torch.argmax
+  //    picks; about 2^-32 a token).
+  std::vector<uint64_t> words(live.size());
+  std::vector<std::pair<int64_t, uint64_t>> zero_pairs;
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+  {
+    std::lock_guard<std::mutex> lock(gen->mutex_);
+    at::mt19937 engine = gen->engine();
+    at::mt19937_data_pod data = engine.data();
+    Mt19937Stream stream{data.state_.data(), data.left_, data.next_};
+    size_t c = 0;
+    stream.pairs(B * V, live.data(), static_cast<int64_t>(live.size()), [&](int64_t j, uint32_t hi, uint32_t lo) {
+      const uint64_t pair = (static_cast<uint64_t>(hi) << 32) | lo;
+      if (c < live.size() && live[c] == j)
+        words[c++] = pair;
+      else
+        zero_pairs.emplace_back(j, pair);
+    });
+    data.left_ = stream.left;
+    data.next_ = stream.next;
+    engine.set_data(data);
+    gen->set_engine(engine);
+  }
+  // 2. Per row, in parallel: ratio p / q of each live token, the first largest wins.
+  auto ratio = [&](int64_t j, uint64_t pair) {
+    const uint64_t bits = ((static_cast<uint64_t>(Mt19937Stream::temper(static_cast<uint32_t>(pair >> 32))) << 32) |
+                           Mt19937Stream::temper(static_cast<uint32_t>(pair))) &
+                          ((uint64_t{1} << 53) - 1);
+    const double u = static_cast<double>(bits) * (1.0 / static_cast<double>(uint64_t{1} << 53));
+    const float q = static_cast<float>(-1.0 * std::log1p(-u));  // exponential_distribution<double>, lambda 1
+    return p[j] / q;
+  };
+  std::vector<int64_t> best_idx(B, 0);
+  at::parallel_for(0, B, std::max<int64_t>(1, 65536 / V), [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      float best = 0.f;  // every ratio is >= 0: the first index wins a row of zeros
+      for (int64_t c = row_begin[b]; c < row_begin[b + 1]; ++c) {
+        const float r = ratio(live[c], words[c]);
+        if (r > best) {
+          best = r;
+          best_idx[b] = live[c] - b * V;
+        }
+      }
+    }
+  });
+  std::vector<char> has_nan(B, 0);
+  for (const auto& [j, pair] : zero_pairs) {  // ascending j: a row's first NaN wins
+    const int64_t b = j / V;
+    if (!has_nan[b] && ratio(j, pair) != ratio(j, pair)) {
+      has_nan[b] = 1;
+      best_idx[b] = j - b * V;
+    }
+  }
+  at::Tensor out = at::empty({B}, s.options().dtype(at::kLong));
+  std::copy(best_idx.begin(), best_idx.end(), out.mutable_data_ptr<int64_t>());
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyengine, CPU, m) {
@@ -179,6 +296,7 @@ TORCH_LIBRARY_IMPL(pyengine, CPU, m) {
   m.impl("top_p_mask", &top_p_mask);
   m.impl("min_p_mask", &min_p_mask);
   m.impl("argmax", &argmax);
+  m.impl("sample_from_scores", &sample_from_scores);
   m.impl("uniform", &uniform);
   m.impl("fused_sample", &fused_sample);
   m.impl("fused_argmax", &fused_argmax);

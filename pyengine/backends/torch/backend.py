@@ -21,11 +21,11 @@ OP_NAMES = (
     "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "forced_token",
     "inf_nan_remove", "hamming_diversity", "top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores",
 )
-# Ops with a C++ kernel; each gets `cpp` ahead of `native` (forced_token and sample_from_scores stay native:
-# the first is a fill, the second must consume torch's RNG exactly as transformers does).
+# Ops with a C++ kernel; each gets `cpp` ahead of `native` (forced_token stays native: it is a fill). The
+# cpp sample_from_scores consumes torch's generator exactly as torch.multinomial does (transformers' draw).
 CPP_OPS = (
     "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "inf_nan_remove",
-    "top_k_mask", "top_p_mask", "min_p_mask", "argmax",
+    "top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores",
     # issue 4: fused selection, counter-based noise, incremental n-gram state, KV cache
     "uniform", "fused_sample", "fused_argmax", "ngram_table_init", "ngram_table_add", "ngram_ban",
     "kv_append", "kv_reorder", "kv_append_paged", "kv_gather_paged", "kv_copy_blocks", "kv_block_prepare",

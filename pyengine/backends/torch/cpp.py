@@ -133,6 +133,13 @@ def argmax(scores: torch.Tensor) -> torch.Tensor:
     return _ops.argmax(scores)
 
 
+def sample_from_scores(scores: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """native's draw (`multinomial(softmax(scores))`): the same token and the same generator state after."""
+    if _native_only(scores) or (generator is not None and generator.device.type != "cpu"):
+        return native.sample_from_scores(scores, generator)
+    return _ops.sample_from_scores(scores, generator)
+
+
 def uniform(seed, step, row_key=0) -> torch.Tensor:
     """`[B]` float64 uniforms for per-row (seed, step, row_key); see `pyengine.ops.random`."""
     args = (torch.as_tensor(v, dtype=torch.int64).reshape(-1) for v in (seed, step, row_key))
@@ -241,7 +248,7 @@ _SAME_AS_SCORES = (
     "temperature", "repetition_penalty", "min_length", "no_repeat_ngram", "bad_words", "inf_nan_remove",
     "top_k_mask", "top_p_mask", "min_p_mask", "ngram_ban",
 )
-_ONE_ID_PER_ROW = ("argmax", "fused_sample", "fused_argmax")
+_ONE_ID_PER_ROW = ("argmax", "sample_from_scores", "fused_sample", "fused_argmax")
 
 
 def register_fakes() -> None:
