@@ -33,7 +33,7 @@ VARIANTS = {
     "relu": dict(feed_forward_proj="relu"),
     "gated-gelu": dict(feed_forward_proj="gated-gelu", tie_word_embeddings=False),
 }
-TOL = dict(atol=1e-5, rtol=1.3e-6)
+TOL = dict(atol=3e-5, rtol=1.3e-6)  # MKL picks other kernels on other CPUs: 1.1e-5 seen on Intel
 
 
 def make_pair(variant: str = "relu", hf_cls=None, ours_cls=None, seed: int = 0, **overrides):

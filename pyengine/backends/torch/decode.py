@@ -34,8 +34,9 @@ from pyengine.backends.torch.cache import KVCache
 
 WEIGHTS_DTYPES = ("float32", "bf16", "int8")
 # float32 products of more rows than this go to the library GEMM (compute-bound there, and MKL's
-# blocking beats our register-blocked dot products); bf16 / int8 always use linear_into.
-LIBRARY_GEMM_MIN_ROWS = 8
+# blocking beats our register-blocked dot products from 64 rows on; at 8-32 rows ours streams the weights
+# once and is 1.0-1.6x MKL: benchmarks/results/linear_rows-cpu.jsonl); bf16 / int8 always use linear_into.
+LIBRARY_GEMM_MIN_ROWS = 32
 
 
 # -- references -------------------------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""linear_into (the decode path's C++ product) against the library GEMM (F.linear, MKL) at 1-64 rows.
+
+The decode path sends a float32 product to F.linear when it has more than `LIBRARY_GEMM_MIN_ROWS` rows
+(pyengine/backends/torch/decode.py); this benchmark is where that threshold comes from. Shapes are
+SmolLM2-135M's (q|k|v, o, gate|up, down, LM head); each shape cycles through ~150 MB of distinct
+matrices so the weights stream from memory as they do in a decode step. GFLOP/s, median of 5.
+
+    .venv/bin/python benchmarks/kernels/bench_linear_rows.py [--threads 2] [--out benchmarks/results/linear_rows-cpu.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = {"qkv": (960, 576), "o": (576, 576), "gate_up": (3072, 576), "down": (576, 1536), "lm_head": (49152, 576)}
+
+
+def gflops(fn, flops: float) -> float:
+    fn()
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return flops / statistics.median(times) / 1e9
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", default="1,4,8,16,32,64")
+    parser.add_argument("--out", default="benchmarks/results/linear_rows-cpu.jsonl")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from pyengine.backends.torch import cpp
+
+    records = []
+    for name, (n, k) in SHAPES.items():
+        mats = [torch.randn(n, k) for _ in range(max(1, 150_000_000 // (n * k * 4)))]
+        for m in (int(r) for r in args.rows.split(",")):
+            x, out = torch.randn(m, k), torch.empty(m, n)
+            flops = 2.0 * m * n * k * len(mats)
+            ours = gflops(lambda: [cpp.linear_into(out, x, [w], [], [], False, False) for w in mats], flops)
+            lib = gflops(lambda: [F.linear(x, w) for w in mats], flops)
+            rec = {"shape": name, "n": n, "k": k, "rows": m, "linear_into_gflops": round(ours, 1),
+                   "f_linear_gflops": round(lib, 1), "ratio": round(ours / lib, 2), "threads": args.threads,
+                   "cpu": platform.processor() or platform.machine(), "load": os.getloadavg()[0]}  # fmt: skip
+            print(f"{name:8s} rows {m:3d}: linear_into {ours:6.1f}  F.linear {lib:6.1f} GFLOP/s  ({ours / lib:.2f}x)")
+            records.append(rec)
+    with open(args.out, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
+    print(f"wrote {len(records)} records to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
