@@ -135,6 +135,8 @@ inline void dot_block4x4(const float* x, int64_t x_stride, const W* w, int64_t K
 // the optional accumulation. One row of x: the thread walks its slice of the matrix in memory order (one
 // sequential stream). Several rows: blocks of 4 weight rows x 4 rows of x, each weight block read from
 // memory once and from L1 for the following row blocks; leftovers one weight row at a time.
+constexpr int64_t kAhead = 48;  // weight rows prefetched ahead of the one-row-at-a-time walk
+
 template <class W>
 inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0, int64_t n1,
                     float* out, int64_t out_stride, const float* scale, const float* bias, bool acc) {
@@ -146,6 +148,14 @@ inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int
   };
   auto one_row = [&](int64_t n) {  // weight row n against every row of x
     float dots[4];
+#if PYENGINE_GEMV_AVX512
+    // bf16 / int8 rows are consumed 2-4x faster per instruction than the hardware prefetcher fetches
+    // them: ask for the row kAhead rows ahead, a line at a time.
+    if (!std::is_same_v<W, float> && n + kAhead < n1) {
+      const char* ahead = reinterpret_cast<const char*>(w + (n + kAhead) * K);
+      for (int64_t b = 0; b < K * static_cast<int64_t>(sizeof(W)); b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    }
+#endif
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
       const float* xm = x + m0 * x_stride;
       const int64_t mb = M - m0 < 4 ? M - m0 : 4;
