@@ -48,8 +48,9 @@ def main() -> None:
         for m in (int(r) for r in args.rows.split(",")):
             x, out = torch.randn(m, k), torch.empty(m, n)
             flops = 2.0 * m * n * k * len(mats)
-            ours = gflops(lambda: [cpp.linear_into(out, x, [w], [], [], False, False) for w in mats], flops)
-            lib = gflops(lambda: [F.linear(x, w) for w in mats], flops)
+            ours = gflops(lambda x=x, out=out, mats=mats: [cpp.linear_into(out, x, [w], [], [], False, False) for w in mats],
+                          flops)  # fmt: skip
+            lib = gflops(lambda x=x, mats=mats: [F.linear(x, w) for w in mats], flops)
             rec = {"shape": name, "n": n, "k": k, "rows": m, "linear_into_gflops": round(ours, 1),
                    "f_linear_gflops": round(lib, 1), "ratio": round(ours / lib, 2), "threads": args.threads,
                    "cpu": platform.processor() or platform.machine(), "load": os.getloadavg()[0]}  # fmt: skip

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from pyengine.backends.torch.cache import KVCache
 from pyengine.generation_config import GenerationConfig
 
 
@@ -24,8 +25,12 @@ class CausalLMStep:
 
     fresh_logits = True  # each call returns a new float32 copy: the engine's processors may write into it
 
-    def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict) -> None:
+    def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict,
+                 group: int = 1) -> None:  # fmt: skip
+        """`group`: rows come in runs of `group` identical prompts (beams, return sequences): the prompt then
+        runs once per run and its keys/values are shared (`KVCache.fill_from_groups`)."""
         self.model = model
+        self.group = group
         batch, prompt_len = attention_mask.shape
         self.mask = attention_mask.new_ones((batch, config.max_length))  # [B, T]
         self.mask[:, :prompt_len] = attention_mask
@@ -43,6 +48,8 @@ class CausalLMStep:
         positions = mask.long().cumsum(-1) - 1
         positions.masked_fill_(mask == 0, 1)
         start = self.done if self.use_cache else 0
+        if start == 0 and self._shares_prompt(tokens):
+            return self._shared_prefill(tokens, mask, positions)
         inputs = self.model.prepare_inputs_for_generation(
             tokens[:, start:],
             attention_mask=mask,
@@ -60,6 +67,28 @@ class CausalLMStep:
         if self.output_hidden_states:
             self.hidden_states.append(out.hidden_states)
         logits = out.logits[:, -1, :].to(dtype=torch.float32, copy=True)
+        return self.model.adjust_logits_during_generation(logits, cur_len=cur)
+
+    def _shares_prompt(self, tokens: torch.Tensor) -> bool:
+        g = self.group
+        if g <= 1 or not self.use_cache or type(self.cache) is not KVCache or tokens.shape[0] % g:
+            return False
+        if self.output_attentions or self.output_hidden_states:
+            return False  # per-row outputs of the prompt pass are asked for
+        from pyengine.generation.utils import GenerationMixin  # utils imports this module
+
+        # A model that overrides the input hook must see every row's call.
+        return type(self.model).prepare_inputs_for_generation is GenerationMixin.prepare_inputs_for_generation
+
+    def _shared_prefill(self, tokens: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The prompt pass over one row of each group; the group's rows then share its keys/values."""
+        g, cur = self.group, tokens.shape[1]
+        prompt_cache = self.model.new_cache(tokens.shape[0] // g, self.cache.capacity)
+        out = self.model(input_ids=tokens[::g], attention_mask=mask[::g], position_ids=positions[::g],
+                         past_key_values=prompt_cache, use_cache=True, return_dict=True, logits_to_keep=1)  # fmt: skip
+        self.cache.fill_from_groups(prompt_cache, g)
+        self.done = cur
+        logits = out.logits[:, -1, :].to(dtype=torch.float32).repeat_interleave(g, 0)  # a fresh tensor
         return self.model.adjust_logits_during_generation(logits, cur_len=cur)
 
     def idle(self, tokens: torch.Tensor) -> None:

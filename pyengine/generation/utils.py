@@ -213,7 +213,8 @@ class GenerationMixin(StrategyMethodsMixin):
     def _make_step(self, prepared: _Prepared, config: GenerationConfig, model_kwargs: dict) -> Any:
         if self.config.is_encoder_decoder:
             return Seq2SeqStep(self, prepared.encoder_outputs, prepared.attention_mask, config, model_kwargs)
-        return CausalLMStep(self, prepared.attention_mask, config, model_kwargs)
+        group = max(config.num_beams, config.num_return_sequences)  # _prepare_model_inputs' expansion
+        return CausalLMStep(self, prepared.attention_mask, config, model_kwargs, group=group)
 
     def _output(self, config: GenerationConfig, step: Any, result: Any, beam: bool) -> Any:
         """transformers' output class for this model type and strategy, with what was asked for."""

@@ -173,3 +173,47 @@ def test_native_implementations_match_transformers(pair, eos, monkeypatch, case)
     ids, mask = _prompts()
     kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=10, pad_token_id=0, eos_token_id=eos, **case)
     assert torch.equal(hf.generate(**kwargs), ours.generate(**kwargs))
+
+
+def test_fill_from_groups_shares_the_prompt_between_siblings():
+    """A prompt run once per group: every row of the group holds its keys/values, under one writer, so
+    siblings that swap right after the prompt move nothing of it."""
+    torch.manual_seed(0)
+    prompt = _filled_cache(B=2, length=5)
+    cache = KVCache(3, 6, 2, 4, 8)
+    cache.fill_from_groups(prompt, 3)
+    assert cache.length == 5
+    for mine, theirs in zip(cache.keys + cache.values, prompt.keys + prompt.values):
+        assert torch.equal(mine[:, :, :5], theirs[:, :, :5].repeat_interleave(3, 0))
+    cache.reorder(torch.tensor([2, 0, 1, 5, 3, 3]))  # shuffles inside each group
+    assert cache.reorder_bytes == 0
+    with pytest.raises(ValueError, match="cannot take"):
+        KVCache(3, 5, 2, 4, 8).fill_from_groups(prompt, 3)
+
+
+@pytest.mark.parametrize("kwargs", [dict(num_beams=4), dict(num_beams=3, num_return_sequences=3),
+                                    dict(do_sample=True, num_return_sequences=3)])  # fmt: skip
+def test_prompt_pass_once_per_group_equals_once_per_row(pair, kwargs, monkeypatch):
+    """generate() runs the prompt once per group of identical rows (beams, return sequences); a model whose
+    input hook is overridden runs it once per row, as transformers does. Same tokens and scores."""
+    _, ours = pair
+    ids, mask = _prompts()
+    shared = []
+    fill = KVCache.fill_from_groups
+    monkeypatch.setattr(KVCache, "fill_from_groups", lambda self, *a: shared.append(a[1]) or fill(self, *a))
+
+    class PerRow(type(ours)):
+        def prepare_inputs_for_generation(self, *args, **kw):
+            return super().prepare_inputs_for_generation(*args, **kw)
+
+    per_row = PerRow(ours.config).eval()
+    per_row.load_state_dict(ours.state_dict())
+    outs = []
+    for model in (ours, per_row):
+        torch.manual_seed(7)
+        outs.append(model.generate(ids, attention_mask=mask, max_new_tokens=6, pad_token_id=0, output_scores=True,
+                                   return_dict_in_generate=True, **kwargs))  # fmt: skip
+    assert shared == [max(kwargs.get("num_beams", 1), kwargs.get("num_return_sequences", 1))]  # once, by `ours`
+    assert torch.equal(outs[0].sequences, outs[1].sequences)
+    for a, b in zip(outs[0].scores, outs[1].scores):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -75,6 +75,22 @@ class KVCache:
         self._next_writer += rows
         self.length += num_tokens
 
+    def fill_from_groups(self, prompt: KVCache, group: int) -> None:
+        """Rows `[g * group, (g + 1) * group)` take row g of `prompt` (a cache of `B / group` rows that ran the
+        prompt once per group): the filled positions, with one writer per group, so beams that later swap
+        rows move only what follows the prompt (see `reorder`)."""
+        length = prompt.length
+        if self.keys[0].shape[0] != group * prompt.keys[0].shape[0]:
+            raise ValueError(f"{self.keys[0].shape[0]} rows cannot take {prompt.keys[0].shape[0]} x {group}")
+        if length > self.capacity:
+            self._grow(length)
+        for mine, theirs in zip(self.keys + self.values, prompt.keys + prompt.values):
+            mine.view(-1, group, *mine.shape[1:])[:, :, :, :length] = theirs[:, None, :, :length]
+        rows = self.writer.shape[0]
+        self.writer[:, :length] = torch.arange(rows).div(group, rounding_mode="floor")[:, None] + self._next_writer
+        self._next_writer += rows
+        self.length = length
+
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: new row i continues old row `index[i]` `[B]`, in place, in every layer.
 
