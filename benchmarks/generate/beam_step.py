@@ -6,8 +6,12 @@
    against pyengine's `beam_step` (C++, and the native torch composition), from the same state each call.
 2. Beam KV reordering in generate() with a GPT-2-small-shaped random model (12 layers, 12 heads x 64,
    vocabulary 50257), batch 8 x 4 beams, 32-token prompts, 32 new tokens: bytes moved per reorder and
-   time per decode step, the suffix-only reorder (KVCache.reorder) against the index_select one it
+   time per decode step, KVCache.reorder (copy-free once the decode path reads its row table; the first
+   reorder, after the prompt, moves only what siblings do not share) against the index_select one it
    replaced, in the same process.
+3. Reorder cost against sequence length (KVCache of 12 layers, 32 rows, 12 heads x 64; 128 to 2048
+   filled positions; beams that cross lineages at position 0, the worst case for suffix copies):
+   index_select, the suffix-copying reorder, and the copy-free one.
 
 Usage: .venv/bin/python benchmarks/generate/beam_step.py [--threads 2] [--repeats 30] [--skip-generate]
 Results append to benchmarks/results/beam-cpu.jsonl. Medians; the machine is shared, so compare ratios.
@@ -18,7 +22,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import pathlib
+import platform
 import statistics
 import tempfile
 import time
@@ -121,7 +127,7 @@ def bench_generate(workdir: str) -> dict:
     prompt = torch.randint(0, V, (B, S))
     out, timings = {}, {}
     new_reorder = KVCache.reorder
-    for name, reorder in (("index_select", _index_select_reorder), ("suffix", new_reorder)) * 2:
+    for name, reorder in (("index_select", _index_select_reorder), ("kvcache", new_reorder)) * 2:
         KVCache.reorder = reorder
         stats = {"bytes": [], "ms": []}
 
@@ -142,13 +148,31 @@ def bench_generate(workdir: str) -> dict:
             "bytes_per_later_reorder": statistics.mean(stats["bytes"][1:]), "max_bytes_later": max(stats["bytes"][1:]),
             "reorder_ms": statistics.median(stats["ms"]),
             "generate_ms_per_step": wall * 1e3 / len(stats["ms"]), "reorders": len(stats["ms"])})  # fmt: skip
-    assert all(torch.equal(out["suffix"][0], s) for s in out["index_select"] + out["suffix"]), "outputs differ"
+    assert all(torch.equal(out["kvcache"][0], s) for s in out["index_select"] + out["kvcache"]), "outputs differ"
     best = {n: {k: min(r[k] for r in runs) for k in runs[0]} for n, runs in timings.items()}  # best of 2 runs
-    old, new = best["index_select"], best["suffix"]
+    old, new = best["index_select"], best["kvcache"]
     return {"case": f"generate GPT-2-small-shaped B{B}xK{K} S{S}+{NEW}", "results": best,
             "bytes_ratio": old["bytes_per_reorder"] / max(new["bytes_per_reorder"], 1),
             "reorder_time_ratio": old["reorder_ms"] / new["reorder_ms"],
             "step_time_ratio": old["generate_ms_per_step"] / new["generate_ms_per_step"]}
+
+
+def bench_reorder_vs_length(repeats: int) -> dict:
+    layers, rows, heads, dim = 12, 32, 12, 64
+    swap = torch.arange(rows).view(-1, 4).flip(1).reshape(-1)  # every beam takes a sibling's row
+    per_length = {}
+    for length in (128, 512, 2048):
+        cache = KVCache(layers, rows, heads, dim, length)
+        for buf in cache.keys + cache.values:
+            buf.normal_()
+        cache.length = length
+        modes = {"index_select": lambda c=cache: _index_select_reorder(c, swap),
+                 "suffix_copy": lambda c=cache: c.reorder(swap)}  # fmt: skip
+        per_length[length] = {name: median_ms(fn, repeats) for name, fn in modes.items()}
+        cache.rows_for_decode()  # what the decode path does: from now on reorders gather the row table
+        per_length[length]["copy_free"] = median_ms(lambda c=cache: c.reorder(swap), repeats)
+    return {"case": f"KVCache.reorder vs length, {layers} layers x {rows} rows x {heads} x {dim}", "ms": per_length,
+            "copy_free_2048_over_128": per_length[2048]["copy_free"] / per_length[128]["copy_free"]}  # fmt: skip
 
 
 def main() -> None:
@@ -159,8 +183,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     env = {"threads": args.threads, "torch": torch.__version__, "transformers": transformers.__version__,
-           "cpp": _C.available() or "available", "machine": "shared (other jobs running)"}  # fmt: skip
-    records = [bench_step(args.repeats)]
+           "cpp": _C.available() or "available", "machine": platform.processor() or platform.machine(), "load": os.getloadavg()[0]}  # fmt: skip
+    records = [bench_step(args.repeats), bench_reorder_vs_length(args.repeats)]
     if not args.skip_generate:
         with tempfile.TemporaryDirectory() as d:
             records.append(bench_generate(d))

@@ -49,7 +49,7 @@ TORCH_LIBRARY(pyengine, m) {
   m.def("layer_norm_into(Tensor(a!) out, Tensor x, Tensor weight, Tensor bias, float eps) -> ()");
   m.def(
       "decode_attention(Tensor(a!) out, Tensor qkv, Tensor(b!) key_cache, Tensor(c!) value_cache, Tensor? cos, "
-      "Tensor? sin, Tensor positions, int length, Tensor? key_mask, int num_heads, float scale) -> ()");
+      "Tensor? sin, Tensor positions, int length, Tensor? key_mask, int num_heads, float scale, Tensor? rows=None) -> ()");
   // issue 7: attention through the batch engine's block tables (pyengine/batch/paged_attention.py)
   m.def(
       "paged_attention(Tensor query, Tensor key_pool, Tensor value_pool, Tensor block_table, Tensor context_lens, "

@@ -75,6 +75,8 @@ class CausalLMStep:
             return False
         if self.output_attentions or self.output_hidden_states:
             return False  # per-row outputs of the prompt pass are asked for
+        if getattr(self.model.config, "pruned_heads", None):
+            return False  # layers with different head counts: the cache is laid out by the reference forward
         from pyengine.generation.utils import GenerationMixin  # utils imports this module
 
         # A model that overrides the input hook must see every row's call.

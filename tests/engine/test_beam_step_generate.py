@@ -143,6 +143,31 @@ def test_reorder_equals_index_select_and_moves_only_suffixes():
     assert [k.data_ptr() for k in cache.keys] == pointers  # reordered in place: no new buffers per step
 
 
+def test_copy_free_reorder_gathers_the_row_table_only():
+    """Once the decode path reads the row table, reorders move no key or value: readers that index the
+    buffers (update, cache[i]) see exactly what copying reorders would have given."""
+    torch.manual_seed(0)
+    cache = _filled_cache()
+    copies = [(k.clone(), v.clone()) for k, v in zip(cache.keys, cache.values)]
+    assert cache.rows_for_decode() is None  # nothing reordered yet: every row reads its own
+    for index in ([0, 0, 2, 2, 4, 4], [1, 0, 2, 3, 5, 5], [3, 3, 3, 0, 0, 0]):
+        idx = torch.tensor(index)
+        untouched = [k.clone() for k in cache.keys]
+        cache.reorder(idx)
+        assert all(torch.equal(a, b) for a, b in zip(untouched, cache.keys)) and cache.reorder_bytes == 0
+        copies = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in copies]
+        for i in range(len(cache.keys)):  # a new position written to each row's own buffer row
+            k, v = torch.randn(6, 2, 1, 4), torch.randn(6, 2, 1, 4)
+            cache.keys[i][:, :, cache.length : cache.length + 1] = k
+            cache.values[i][:, :, cache.length : cache.length + 1] = v
+            copies[i] = (torch.cat([copies[i][0][:, :, : cache.length], k], 2), torch.cat([copies[i][1][:, :, : cache.length], v], 2))
+        cache.advance(1)
+        assert cache.rows_for_decode().shape == (6, cache.capacity)
+    for (k, v), (rk, rv) in zip(cache, copies):  # cache[i] moves every row's positions home first
+        assert torch.equal(k, rk) and torch.equal(v, rv)
+    assert cache.rows is None
+
+
 def test_siblings_share_their_prefix():
     """After rows 0 and 1 share an ancestor, swapping them moves only the positions written since."""
     cache = _filled_cache(B=2, length=5)

@@ -91,7 +91,8 @@ def test_norms_match_reference(M):
 @pytest.mark.parametrize("rope", [False, True])
 @pytest.mark.parametrize("mask_dtype", [None, torch.long, torch.bool])
 @pytest.mark.parametrize("heads", [(4, 4), (6, 2)])
-def test_decode_attention_matches_reference(rope, mask_dtype, heads):
+@pytest.mark.parametrize("table", [False, True])
+def test_decode_attention_matches_reference(rope, mask_dtype, heads, table):
     gen = torch.Generator().manual_seed(7)
     B, (H, H_kv), D, T_max, length = 3, heads, 32, 12, 7
     qkv = torch.randn(B, (H + 2 * H_kv) * D, generator=gen)
@@ -107,10 +108,11 @@ def test_decode_attention_matches_reference(rope, mask_dtype, heads):
         mask[1, :3] = 0
         mask[2, :5] = 0
         mask[2, -1] = 0  # a padded query still sees itself
+    rows = torch.randint(0, B, (B, T_max), generator=gen) if table else None  # beam ancestry per position
     ours_caches = [c.clone() for c in caches]
     ours, ref = torch.empty(B, H * D), torch.empty(B, H * D)
-    _cpp().decode_attention(ours, qkv, *ours_caches, cos, sin, positions, length, mask, H, D**-0.5)
-    decode.decode_attention_reference(ref, qkv, *caches, cos, sin, positions, length, mask, H, D**-0.5)
+    _cpp().decode_attention(ours, qkv, *ours_caches, cos, sin, positions, length, mask, H, D**-0.5, rows)
+    decode.decode_attention_reference(ref, qkv, *caches, cos, sin, positions, length, mask, H, D**-0.5, rows)
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
     torch.testing.assert_close(ours_caches[0], caches[0], atol=ATOL, rtol=RTOL)
     assert torch.equal(ours_caches[1], caches[1])  # values are copied as they are
@@ -122,6 +124,9 @@ def test_decode_attention_bad_input_is_clear():
     with pytest.raises(RuntimeError, match="outside a cache of 4 positions"):
         _cpp().decode_attention(torch.empty(1, 16), torch.zeros(1, 48), cache, cache.clone(), None, None,
                                 torch.zeros(1, dtype=torch.long), 4, None, 2, 1.0)  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"rows\[0, 1\] = 3 is not a row of a batch of 1"):
+        _cpp().decode_attention(torch.empty(1, 16), torch.zeros(1, 48), cache, cache.clone(), None, None,
+                                torch.zeros(1, dtype=torch.long), 2, None, 2, 1.0, torch.tensor([[0, 3, 0, 0]]))  # fmt: skip
 
 
 # -- whole models: decode path against the reference forward ---------------------------------------------------

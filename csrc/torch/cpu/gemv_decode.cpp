@@ -54,7 +54,7 @@ void layer_norm_into(at::Tensor& out, const at::Tensor& x, const at::Tensor& wei
 void decode_attention(at::Tensor& out, const at::Tensor& qkv, at::Tensor& key_cache, at::Tensor& value_cache,
                       const c10::optional<at::Tensor>& cos, const c10::optional<at::Tensor>& sin,
                       const at::Tensor& positions, int64_t length, const c10::optional<at::Tensor>& key_mask,
-                      int64_t num_heads, double scale) {
+                      int64_t num_heads, double scale, const c10::optional<at::Tensor>& rows) {
   const char* op = "decode_attention";
   rows_arg(qkv, op, "qkv");
   rows_arg(out, op, "out");
@@ -95,6 +95,22 @@ void decode_attention(at::Tensor& out, const at::Tensor& qkv, at::Tensor& key_ca
                 "pyengine::", op, ": key_mask must be int64 or bool [", B, ", ", T, "] with unit inner stride, got ",
                 mask.scalar_type(), " ", mask.sizes());
   }
+  // Beam row table: position t < length of row b lives in cache row rows[b, t] (KVCache.reorder without
+  // copies); the new position `length` is written to row b itself.
+  at::Tensor table;
+  if (rows.has_value()) {
+    table = *rows;
+    TORCH_CHECK(table.scalar_type() == at::kLong && table.dim() == 2 && table.size(0) == B &&
+                    table.size(1) >= length && table.stride(1) == 1,
+                "pyengine::", op, ": rows must be int64 [", B, ", >= ", length, "] with unit inner stride, got ",
+                table.scalar_type(), " ", table.sizes());
+    for (int64_t b = 0; b < B; ++b) {
+      const int64_t* r = table.const_data_ptr<int64_t>() + b * table.stride(0);
+      for (int64_t t = 0; t < length; ++t)
+        TORCH_CHECK(r[t] >= 0 && r[t] < B, "pyengine::", op, ": rows[", b, ", ", t, "] = ", r[t],
+                    " is not a row of a batch of ", B);
+    }
+  }
   const float* q_all = qkv.const_data_ptr<float>();
   float* kc = key_cache.mutable_data_ptr<float>();
   float* vc = value_cache.mutable_data_ptr<float>();
@@ -130,18 +146,24 @@ void decode_attention(at::Tensor& out, const at::Tensor& qkv, at::Tensor& key_ca
         rope_head(qh, cp + p * D, sp + p * D, D, q.data());
         qh = q.data();
       }
-      const float* k = kc + (b * Hkv + g) * Tmax * D;
-      const float* v = vc + (b * Hkv + g) * Tmax * D;
       float* oh = o + b * out.stride(0) + h * D;
+      const float sc = static_cast<float>(scale);
+      // Position t of this row: its own cache row, or the one the row table names (the newest is its own).
+      const int64_t* r = table.defined() ? table.const_data_ptr<int64_t>() + b * table.stride(0) : nullptr;
+      auto position = [&](const float* cache, int64_t t) {
+        const int64_t row = r && t < length ? r[t] : b;
+        return cache + ((row * Hkv + g) * Tmax + t) * D;
+      };
+      auto key = [&](int64_t t) { return position(kc, t); };
+      auto value = [&](int64_t t) { return position(vc, t); };
       if (!mask.defined()) {
-        attend_one(qh, k, v, T, D, static_cast<float>(scale), [](int64_t) { return true; }, scores.data(), oh);
+        attend_one(qh, key, value, T, D, sc, [](int64_t) { return true; }, scores.data(), oh);
       } else if (mask.scalar_type() == at::kLong) {
         const int64_t* mrow = mask.const_data_ptr<int64_t>() + b * mask.stride(0);
-        attend_one(qh, k, v, T, D, static_cast<float>(scale), [&](int64_t t) { return mrow[t] != 0; }, scores.data(),
-                   oh);
+        attend_one(qh, key, value, T, D, sc, [&](int64_t t) { return mrow[t] != 0; }, scores.data(), oh);
       } else {
         const bool* mrow = mask.const_data_ptr<bool>() + b * mask.stride(0);
-        attend_one(qh, k, v, T, D, static_cast<float>(scale), [&](int64_t t) { return mrow[t]; }, scores.data(), oh);
+        attend_one(qh, key, value, T, D, sc, [&](int64_t t) { return mrow[t]; }, scores.data(), oh);
       }
     }
   });

@@ -50,6 +50,11 @@ class KVCache:
         # up to position p hold the same keys/values there, so a reorder moves only what follows.
         self.writer = torch.arange(batch_size).repeat_interleave(max_length).view(batch_size, max_length)  # [B, T]
         self._next_writer = batch_size
+        # Copy-free reordering (issue 4), once a reader of the row table (the decode path's attention) has
+        # asked for it: row b's position t lives in buffer row rows[b, t] ([B, T_max] int64; None = b), a
+        # reorder gathers this table instead of moving keys/values, and a new position goes to row b itself.
+        self.rows: torch.Tensor | None = None
+        self.copy_free = False
         self.reorder_bytes = 0  # bytes moved by reorder() so far (benchmarks, tests)
         self._reorder_fn = None  # kv_reorder_suffix's implementation, chosen at the first reorder
 
@@ -62,6 +67,7 @@ class KVCache:
 
         `length` does not move here: the model calls `advance(s)` once after its last layer.
         """
+        self._materialize()
         start, end = self.length, self.length + key.shape[2]
         if end > self.capacity:
             self._grow(end)
@@ -71,6 +77,8 @@ class KVCache:
 
     def advance(self, num_tokens: int) -> None:
         rows = self.writer.shape[0]
+        if self.rows is not None:  # the new positions were written to each row's own buffer row
+            self.rows[:, self.length : self.length + num_tokens] = torch.arange(rows)[:, None]
         self.writer[:, self.length : self.length + num_tokens] = torch.arange(rows)[:, None] + self._next_writer
         self._next_writer += rows
         self.length += num_tokens
@@ -79,6 +87,8 @@ class KVCache:
         """Rows `[g * group, (g + 1) * group)` take row g of `prompt` (a cache of `B / group` rows that ran the
         prompt once per group): the filled positions, with one writer per group, so beams that later swap
         rows move only what follows the prompt (see `reorder`)."""
+        self._materialize()
+        prompt._materialize()
         length = prompt.length
         if self.keys[0].shape[0] != group * prompt.keys[0].shape[0]:
             raise ValueError(f"{self.keys[0].shape[0]} rows cannot take {prompt.keys[0].shape[0]} x {group}")
@@ -94,11 +104,17 @@ class KVCache:
     def reorder(self, index: torch.Tensor) -> None:
         """Beam search: new row i continues old row `index[i]` `[B]`, in place, in every layer.
 
-        Only positions after the point where row i's writers and row index[i]'s part ways move (one op,
-        `kv_reorder_suffix`, for all layers): a beam that keeps its row moves nothing, a beam that forks
-        from a sibling moves the few tokens since their common ancestor, not the whole cache.
+        Once the decode path reads through the row table (`rows_for_decode`), nothing moves: the `[B, T_max]`
+        table is gathered instead (8 bytes a position against `layers x 2 x H_kv x D x 4` of keys/values).
+        Before that, only positions after the point where row i's writers and row index[i]'s part ways move
+        (one op, `kv_reorder_suffix`, for all layers): a beam that keeps its row moves nothing, a beam that
+        forks from a sibling moves the few tokens since their common ancestor, not the whole cache.
         """
         length, idx = self.length, index.to(device="cpu", dtype=torch.long)
+        if self.copy_free:  # nothing moves: row i now reads what row index[i] read
+            table = self.rows if self.rows is not None else torch.arange(idx.shape[0])[:, None].expand(-1, self.capacity)
+            self.rows = table.index_select(0, idx)
+            return
         parent_writer = self.writer.index_select(0, idx)  # [B, T]
         differs = self.writer[:, :length] != parent_writer[:, :length]  # [B, length]
         start = torch.where(differs.any(dim=1), differs.to(torch.uint8).argmax(dim=1), length)  # first difference
@@ -110,7 +126,26 @@ class KVCache:
             self._reorder_fn = _reorder_op()
         self._reorder_fn(self.keys + self.values, idx, start, length)
 
+    def rows_for_decode(self) -> torch.Tensor | None:
+        """The row table for `decode_attention(rows=...)` (None: every row reads its own); from now on
+        reorders only gather the table."""
+        self.copy_free = True
+        return self.rows
+
+    def _materialize(self) -> None:
+        """Move every row's keys/values to its own buffer row (for readers that index the buffers directly)."""
+        if self.rows is None:
+            return
+        length, batch = self.length, self.rows.shape[0]
+        where, t = self.rows[:, :length], torch.arange(length)
+        for buf in self.keys + self.values:
+            buf[:, :, :length] = buf[where, :, t[None, :]].permute(0, 2, 1, 3)
+        self.rows = None
+        self.writer[:, :length] = torch.arange(batch)[:, None] + self._next_writer  # no shared history known now
+        self._next_writer += batch
+
     def _grow(self, needed: int) -> None:
+        self._materialize()
         new_cap = max(needed, 2 * self.capacity)
         for buffers in (self.keys, self.values):
             for i, buf in enumerate(buffers):
@@ -127,6 +162,7 @@ class KVCache:
         return len(self.keys)
 
     def __getitem__(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        self._materialize()
         return self.keys[layer_idx][:, :, : self.length], self.values[layer_idx][:, :, : self.length]
 
     def __iter__(self):

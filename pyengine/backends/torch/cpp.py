@@ -282,9 +282,9 @@ def layer_norm_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bi
 
 
 def decode_attention(out, qkv, key_cache, value_cache, cos, sin, positions, length: int, key_mask,
-                     num_heads: int, scale: float) -> None:
+                     num_heads: int, scale: float, rows=None) -> None:  # fmt: skip
     _ops.decode_attention(out, qkv, key_cache, value_cache, cos, sin, positions, int(length), key_mask,
-                          int(num_heads), float(scale))
+                          int(num_heads), float(scale), rows)
 
 
 def paged_attention(

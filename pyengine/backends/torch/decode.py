@@ -65,7 +65,7 @@ def layer_norm_into_reference(out, x, weight, bias, eps: float) -> None:
 
 
 def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, positions, length, key_mask,
-                               num_heads, scale) -> None:  # fmt: skip
+                               num_heads, scale, rows=None) -> None:  # fmt: skip
     """One query per row: rotate q and the new k, write k/v at cache position `length`, attend over `length + 1`.
 
     Args:
@@ -74,6 +74,9 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
         key_cache, value_cache: `[B, H_kv, T_max, D]` (a KVCache layer), written in place.
         cos, sin: RoPE tables `[T_pos, D]` indexed by `positions` `[B]`, or None (GPT-2).
         key_mask: `[B, length + 1]` with nonzero = visible, or None; the newest key is always visible.
+        rows: `[B, >= length]` int64 or None: position t < length of row b is read from cache row
+            `rows[b, t]` (a beam's ancestry, `KVCache.reorder` without copies); the new position is written
+            to, and read from, row b itself.
     """
     batch, kv_heads, _, dim = key_cache.shape
     q = qkv[:, : num_heads * dim].view(batch, num_heads, dim)
@@ -88,8 +91,12 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
         q, k = rotate(q), rotate(k)
     key_cache[:, :, length] = k
     value_cache[:, :, length] = v
-    keys = key_cache[:, :, : length + 1].repeat_interleave(num_heads // kv_heads, 1)  # [B, H, T, D]
-    values = value_cache[:, :, : length + 1].repeat_interleave(num_heads // kv_heads, 1)
+    keys, values = key_cache[:, :, : length + 1], value_cache[:, :, : length + 1]  # [B, H_kv, T, D]
+    if rows is not None:
+        where = torch.cat([rows[:, :length], torch.arange(batch)[:, None]], 1)  # [B, T]: the row holding t
+        keys, values = _rows(key_cache, where), _rows(value_cache, where)
+    keys = keys.repeat_interleave(num_heads // kv_heads, 1)  # [B, H, T, D]
+    values = values.repeat_interleave(num_heads // kv_heads, 1)
     scores = torch.einsum("bhd,bhtd->bht", q, keys) * scale
     if key_mask is not None:
         visible = key_mask.bool().clone()
@@ -97,6 +104,12 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
         scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
     probs = torch.softmax(scores, -1)
     out.copy_(torch.einsum("bht,bhtd->bhd", probs, values).reshape(batch, -1))
+
+
+def _rows(cache: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """`out[b, :, t] = cache[where[b, t], :, t]` for a `[B, H_kv, T_max, D]` cache and `where [B, T]`."""
+    t = torch.arange(where.shape[1])
+    return cache[where, :, t[None, :]].permute(0, 2, 1, 3)  # [B, T, H_kv, D] -> [B, H_kv, T, D]
 
 
 # -- the kernels, chosen once ---------------------------------------------------------------------------------

@@ -340,6 +340,7 @@ class GPT2DecodePath:
             if past + 1 > cache.capacity:
                 cache._grow(past + 1)
             key_mask = decode.key_mask_for(attention_mask, past + 1)  # [B, T]
+            rows = cache.rows_for_decode()  # beams: where each row's positions live (KVCache.reorder)
         ws = self.workspace
         h, qkv, attn, ff = (ws.get("h", batch, E), ws.get("qkv", batch, 3 * E), ws.get("attn", batch, E),
                             ws.get("ff", batch, self.inner))  # fmt: skip
@@ -351,7 +352,7 @@ class GPT2DecodePath:
                 decode.attend_delegated(cache, i, qkv, H, H, D, None, scale, attn)
             else:
                 ops.decode_attention(attn, qkv, cache.keys[i], cache.values[i], None, None, positions, past,
-                                     key_mask, H, scale)  # fmt: skip
+                                     key_mask, H, scale, rows)  # fmt: skip
             c_proj(x, attn, accumulate=True)
             ops.layer_norm_into(h, x, ln_2.weight, ln_2.bias, self.eps)
             c_fc(ff, h)

@@ -394,6 +394,7 @@ class LlamaDecodePath:
             if past + 1 > cache.capacity:
                 cache._grow(past + 1)
             key_mask = decode.key_mask_for(attention_mask, past + 1)  # [B, T]
+            rows = cache.rows_for_decode()  # beams: where each row's positions live (KVCache.reorder)
         ws = self.workspace
         h, attn = ws.get("h", batch, self.embed.shape[1]), ws.get("attn", batch, H * D)
         qkv, gate_up = ws.get("qkv", batch, (H + 2 * H_kv) * D), ws.get("gate_up", batch, 2 * inter)
@@ -405,7 +406,7 @@ class LlamaDecodePath:
                 decode.attend_delegated(cache, i, qkv, H, H_kv, D, cos_sin, scale, attn)
             else:
                 ops.decode_attention(attn, qkv, cache.keys[i], cache.values[i], cos, sin, positions, past,
-                                     key_mask, H, scale)  # fmt: skip
+                                     key_mask, H, scale, rows)  # fmt: skip
             o_proj(x, attn, accumulate=True)
             ops.rms_norm_into(h, x, norm_post, self.eps)
             gate_up_proj(gate_up, h)
