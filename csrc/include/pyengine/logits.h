@@ -26,9 +26,25 @@ inline void repetition_penalty_row(const float* x, float* out, int64_t V, const 
 
 // In place: gather every penalised score before writing any, so repeats of an id (the history holds
 // many) all write the value penalised once. `old` is scratch for T floats.
+// AVX-512 gathers and scatters 8 ids at a time (a scatter of repeated ids writes the same value).
 inline void repetition_penalty_inplace_row(float* s, const int64_t* tok, int64_t T, float penalty, float* old) {
-  for (int64_t t = 0; t < T; ++t) old[t] = s[tok[t]];
-  for (int64_t t = 0; t < T; ++t) s[tok[t]] = old[t] < 0 ? old[t] * penalty : old[t] / penalty;
+  int64_t t = 0;
+#if PYENGINE_AVX512
+  for (; t + 8 <= T; t += 8)
+    _mm256_storeu_ps(old + t, _mm512_i64gather_ps(_mm512_loadu_si512(tok + t), s, sizeof(float)));
+#endif
+  for (; t < T; ++t) old[t] = s[tok[t]];
+  t = 0;
+#if PYENGINE_AVX512
+  const __m256 p = _mm256_set1_ps(penalty);
+  for (; t + 8 <= T; t += 8) {
+    const __m256 v = _mm256_loadu_ps(old + t);
+    const __mmask8 neg = _mm256_cmp_ps_mask(v, _mm256_setzero_ps(), _CMP_LT_OQ);
+    const __m256 out = _mm256_mask_mul_ps(_mm256_div_ps(v, p), neg, v, p);  // s < 0 ? s * p : s / p
+    _mm512_i64scatter_ps(s, _mm512_loadu_si512(tok + t), out, sizeof(float));
+  }
+#endif
+  for (; t < T; ++t) s[tok[t]] = old[t] < 0 ? old[t] * penalty : old[t] / penalty;
 }
 
 inline void ban_ids_row(float* out, const int64_t* ids, int64_t n) {
