@@ -137,9 +137,9 @@ class KVCache:
         if self.rows is None:
             return
         length, batch = self.length, self.rows.shape[0]
-        where, t = self.rows[:, :length], torch.arange(length)
+        where = self.rows[:, :length]
         for buf in self.keys + self.values:
-            buf[:, :, :length] = buf[where, :, t[None, :]].permute(0, 2, 1, 3)
+            buf[:, :, :length] = gather_rows(buf, where)
         self.rows = None
         self.writer[:, :length] = torch.arange(batch)[:, None] + self._next_writer  # no shared history known now
         self._next_writer += batch
@@ -182,6 +182,12 @@ class KVCache:
         cache.length = k0.shape[2]
         return cache
 
+
+
+def gather_rows(buf: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+    """`out[b, :, t] = buf[where[b, t], :, t]` for a `[B, H_kv, T_max, D]` buffer and `where [B, T]` (a copy)."""
+    t = torch.arange(where.shape[1])
+    return buf[where, :, t[None, :]].permute(0, 2, 1, 3)  # [B, T, H_kv, D] -> [B, H_kv, T, D]
 
 
 def _reorder_op():

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from pyengine.backends.torch.cache import KVCache
+from pyengine.backends.torch.cache import KVCache, gather_rows
 
 WEIGHTS_DTYPES = ("float32", "bf16", "int8")
 # float32 products of more rows than this go to the library GEMM (compute-bound there, and MKL's
@@ -94,7 +94,7 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
     keys, values = key_cache[:, :, : length + 1], value_cache[:, :, : length + 1]  # [B, H_kv, T, D]
     if rows is not None:
         where = torch.cat([rows[:, :length], torch.arange(batch)[:, None]], 1)  # [B, T]: the row holding t
-        keys, values = _rows(key_cache, where), _rows(value_cache, where)
+        keys, values = gather_rows(key_cache, where), gather_rows(value_cache, where)
     keys = keys.repeat_interleave(num_heads // kv_heads, 1)  # [B, H, T, D]
     values = values.repeat_interleave(num_heads // kv_heads, 1)
     scores = torch.einsum("bhd,bhtd->bht", q, keys) * scale
@@ -104,12 +104,6 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
         scores = scores.masked_fill(~visible[:, None, :], float("-inf"))
     probs = torch.softmax(scores, -1)
     out.copy_(torch.einsum("bht,bhtd->bhd", probs, values).reshape(batch, -1))
-
-
-def _rows(cache: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-    """`out[b, :, t] = cache[where[b, t], :, t]` for a `[B, H_kv, T_max, D]` cache and `where [B, T]`."""
-    t = torch.arange(where.shape[1])
-    return cache[where, :, t[None, :]].permute(0, 2, 1, 3)  # [B, T, H_kv, D] -> [B, H_kv, T, D]
 
 
 # -- the kernels, chosen once ---------------------------------------------------------------------------------
