@@ -279,7 +279,8 @@ at::Tensor sample_from_scores(const at::Tensor& scores, const c10::optional<at::
   std::vector<char> has_nan(B, 0);
   for (const auto& [j, pair] : zero_pairs) {  // ascending j: a row's first NaN wins
     const int64_t b = j / V;
-    if (!has_nan[b] && ratio(j, pair) != ratio(j, pair)) {
+    const float r = ratio(j, pair);
+    if (!has_nan[b] && r != r) {
       has_nan[b] = 1;
       best_idx[b] = j - b * V;
     }
