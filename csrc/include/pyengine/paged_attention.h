@@ -6,11 +6,13 @@
 // last `query_len` are real, column i sits at position context_len - s + i and sees keys [0, position]
 // (causal within the chunk, everything before it). Pad columns produce zeros.
 //
-// One call handles one (row, kv head, query column) triple for all G = H / H_kv query heads of the group:
-// each key row is loaded once and dotted with the G queries, the G softmaxes run over the scores, then each
-// value row is loaded once and accumulated with G weights. Memory traffic: the row's keys and values once
-// per query column; arithmetic 4 * G * D flops per key. float32 throughout (as SDPA on CPU), with the max
-// subtracted before exp.
+// One call handles one (row, kv head, query column) triple for all G = H / H_kv query heads of the group.
+// The slot of every position is looked up once; then, head by head: scores of 16 keys at a time (the
+// query in registers, one transpose-and-add tree for the 16 dot products), a vector softmax (max
+// subtracted, exp in float lanes), and the weighted sum of the values with the output row in registers,
+// divided by the softmax sum at the end. Memory traffic: the row's keys and values once per query column
+// (from L1 for the second and later heads of the group); arithmetic 4 * G * D flops per key. float32
+// throughout (as SDPA on CPU). Head sizes up to 128 take the vector path; larger ones a scalar loop.
 #pragma once
 
 #include <algorithm>
@@ -19,29 +21,13 @@
 
 #include "pyengine/vec.h"
 
+#if PYENGINE_AVX512
+// GCC 12 warns about the deliberately undefined lanes inside its own AVX-512 intrinsics; not our code.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+
 namespace pyengine {
-
-inline float paged_dot(const float* a, const float* b, int64_t n) {
-  int64_t i = 0;
-  float sum = 0.0f;
-#if PYENGINE_AVX512
-  __m512 acc = _mm512_setzero_ps();
-  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
-  sum = _mm512_reduce_add_ps(acc);
-#endif
-  for (; i < n; ++i) sum += a[i] * b[i];
-  return sum;
-}
-
-// y += w * x
-inline void paged_axpy(float w, const float* x, float* y, int64_t n) {
-  int64_t i = 0;
-#if PYENGINE_AVX512
-  const __m512 vw = _mm512_set1_ps(w);
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, _mm512_fmadd_ps(vw, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-#endif
-  for (; i < n; ++i) y[i] += w * x[i];
-}
 
 struct PagedPools {
   const float* keys;    // [N, P, H_kv, D]
@@ -51,32 +37,130 @@ struct PagedPools {
   int64_t head_dim;     // D
 };
 
+#if PYENGINE_AVX512
+// exp(a) in float lanes for a <= 0 (a softmax's shifted scores), relative error ~1e-7. Lanes below -87
+// (where exp underflows float) and -inf give exactly 0 without computing them: a vscalefps whose result
+// is subnormal takes a microcode assist on Intel cores.
+inline __m512 exp_neg_ps(__m512 a) {
+  const __mmask16 live = _mm512_cmp_ps_mask(a, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  a = _mm512_max_ps(a, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), a);  // Cody-Waite: ln 2 in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-06f), r);
+  // Taylor to degree 7 on |r| <= ln2/2: truncation error < 6e-9.
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  const float c[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+  for (float ci : c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ci));
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+// Lanes i < n of 16 floats at p (the rest read as 0).
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+// The sums of 16 vectors as one vector (lane i = sum of v[i]): a transpose-and-add tree.
+inline __m512 paged_reduce16(const __m512* v) {
+  __m512 t[8], u[4];
+  for (int i = 0; i < 8; ++i)
+    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
+    u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  const __m512 v01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44), _mm512_shuffle_f32x4(u[0], u[1], 0xEE));
+  const __m512 v23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44), _mm512_shuffle_f32x4(u[2], u[3], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(v01, v23, 0x88), _mm512_shuffle_f32x4(v01, v23, 0xDD));
+}
+
+// One head: scores over the L keys at keys + off[j], softmax, weighted sum of the values at values + off[j].
+// DV = ceil(D / 16) vectors per head row, the last one masked to D.
+template <int DV>
+inline void paged_head(const float* keys, const float* values, const int64_t* off, int64_t L, int64_t D,
+                       const float* q, float scale, float* out, float* scores) {
+  const __mmask16 tail = lanes(D - 16 * (DV - 1));
+  auto mask = [&](int d) { return d == DV - 1 ? tail : __mmask16(0xFFFF); };
+  __m512 qv[DV];
+  for (int d = 0; d < DV; ++d) qv[d] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(d), q + 16 * d), _mm512_set1_ps(scale));
+  __m512 best = _mm512_set1_ps(kNegInf);
+  for (int64_t j0 = 0; j0 < L; j0 += 16) {  // 16 scores per transpose-and-add tree
+    const int64_t nj = L - j0 < 16 ? L - j0 : 16;
+    __m512 acc[16];
+    for (int jj = 0; jj < 16; ++jj) {
+      acc[jj] = _mm512_setzero_ps();
+      if (jj >= nj) continue;
+      const float* k = keys + off[j0 + jj];
+      for (int d = 0; d < DV; ++d) acc[jj] = _mm512_fmadd_ps(qv[d], _mm512_maskz_loadu_ps(mask(d), k + 16 * d), acc[jj]);
+    }
+    const __m512 sc = paged_reduce16(acc);
+    _mm512_mask_storeu_ps(scores + j0, lanes(nj), sc);
+    best = _mm512_mask_max_ps(best, lanes(nj), best, sc);
+  }
+  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(best));
+  __m512 total = _mm512_setzero_ps();
+  for (int64_t j0 = 0; j0 < L; j0 += 16) {
+    const __mmask16 k = lanes(L - j0);
+    const __m512 e = exp_neg_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, scores + j0), m));
+    _mm512_mask_storeu_ps(scores + j0, k, e);
+    total = _mm512_add_ps(total, _mm512_maskz_mov_ps(k, e));
+  }
+  __m512 acc[DV];
+  for (int d = 0; d < DV; ++d) acc[d] = _mm512_setzero_ps();
+  for (int64_t j = 0; j < L; ++j) {
+    const __m512 p = _mm512_set1_ps(scores[j]);
+    const float* v = values + off[j];
+    for (int d = 0; d < DV; ++d) acc[d] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask(d), v + 16 * d), acc[d]);
+  }
+  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
+  for (int d = 0; d < DV; ++d) _mm512_mask_storeu_ps(out + 16 * d, mask(d), _mm512_mul_ps(acc[d], inv));
+}
+#endif
+
+// One head, any D: the same computation one float at a time.
+inline void paged_head_scalar(const float* keys, const float* values, const int64_t* off, int64_t L, int64_t D,
+                              const float* q, float scale, float* out, float* scores) {
+  float best = kNegInf;
+  for (int64_t j = 0; j < L; ++j) {
+    float s = 0.0f;
+    for (int64_t d = 0; d < D; ++d) s += q[d] * keys[off[j] + d];
+    scores[j] = s * scale;
+    best = std::max(best, scores[j]);
+  }
+  float total = 0.0f;
+  for (int64_t j = 0; j < L; ++j) total += (scores[j] = std::exp(scores[j] - best));
+  std::fill(out, out + D, 0.0f);
+  for (int64_t j = 0; j < L; ++j)
+    for (int64_t d = 0; d < D; ++d) out[d] += scores[j] * values[off[j] + d];
+  for (int64_t d = 0; d < D; ++d) out[d] /= total;
+}
+
 // Attention of G query heads (q + g * q_head_stride, each D floats) of one query column at position `pos`
 // over keys [0, pos] of kv head `kvh`, read through `table`. Writes out + g * o_head_stride.
-// `scores` holds G * (pos + 1) floats of scratch.
+// `scores` holds pos + 1 floats of scratch, `off` pos + 1 int64.
 inline void paged_attention_column(const PagedPools& pools, const int64_t* table, int64_t kvh, int64_t pos,
                                    const float* q, int64_t q_head_stride, float* out, int64_t o_head_stride,
-                                   int64_t G, float scale, float* scores) {
+                                   int64_t G, float scale, float* scores, int64_t* off) {
   const int64_t P = pools.block_size, D = pools.head_dim, row = pools.num_kv_heads * D;
   const int64_t L = pos + 1;
-  for (int64_t j = 0; j < L; ++j) {  // scores[g, j] = scale * q_g . k_j
-    const int64_t slot = table[j / P] * P + j % P;
-    const float* k = pools.keys + slot * row + kvh * D;
-    for (int64_t g = 0; g < G; ++g) scores[g * L + j] = scale * paged_dot(q + g * q_head_stride, k, D);
-  }
-  for (int64_t g = 0; g < G; ++g) {  // softmax per head, in place
-    float* s = scores + g * L;
-    const float m = row_max(s, L);
-    float sum = 0.0f;
-    for (int64_t j = 0; j < L; ++j) sum += (s[j] = std::exp(s[j] - m));
-    const float inv = 1.0f / sum;
-    for (int64_t j = 0; j < L; ++j) s[j] *= inv;
-    std::fill(out + g * o_head_stride, out + g * o_head_stride + D, 0.0f);
-  }
-  for (int64_t j = 0; j < L; ++j) {  // out_g += p[g, j] * v_j
-    const int64_t slot = table[j / P] * P + j % P;
-    const float* v = pools.values + slot * row + kvh * D;
-    for (int64_t g = 0; g < G; ++g) paged_axpy(scores[g * L + j], v, out + g * o_head_stride, D);
+  for (int64_t j = 0, blk = 0; j < L; ++blk)  // float offset of position j's row of kv head kvh
+    for (int64_t t = 0; t < P && j < L; ++t, ++j) off[j] = (table[blk] * P + t) * row + kvh * D;
+  const float *keys = pools.keys, *values = pools.values;
+  for (int64_t g = 0; g < G; ++g) {
+    const float* qg = q + g * q_head_stride;
+    float* og = out + g * o_head_stride;
+#if PYENGINE_AVX512
+    switch ((D + 15) / 16) {
+      case 1: paged_head<1>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 2: paged_head<2>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 3: paged_head<3>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 4: paged_head<4>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 5: paged_head<5>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 6: paged_head<6>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 7: paged_head<7>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      case 8: paged_head<8>(keys, values, off, L, D, qg, scale, og, scores); continue;
+      default: break;
+    }
+#endif
+    paged_head_scalar(keys, values, off, L, D, qg, scale, og, scores);
   }
 }
 

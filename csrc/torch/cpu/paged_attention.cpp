@@ -53,16 +53,23 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_pool, 
   const int64_t G = H / Hkv, max_ctx = *std::max_element(c, c + B);
   const float* qp = q.const_data_ptr<float>();
   float* op_ = out.mutable_data_ptr<float>();
-  at::parallel_for(0, B * Hkv * s, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores(G * std::max<int64_t>(max_ctx, 1));
-    for (int64_t item = i0; item < i1; ++item) {
+  // Items cost in proportion to their context length, which differs between rows: threads take them one
+  // at a time (a static split leaves one thread waiting on the other's longer rows).
+  const int64_t items = B * Hkv * s;
+  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), items));
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    std::vector<float> scores(std::max<int64_t>(max_ctx, 1));
+    std::vector<int64_t> off(std::max<int64_t>(max_ctx, 1));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / (Hkv * s), kvh = item / s % Hkv, i = item % s;
       if (i < s - n[b]) continue;  // left padding
       const int64_t offset = ((b * H + kvh * G) * s + i) * D;  // query head kvh * G, column i
       paged_attention_column(pools, t + b * M, kvh, c[b] - s + i, qp + offset, s * D, op_ + offset, s * D, G,
-                             static_cast<float>(scale), scores.data());
+                             static_cast<float>(scale), scores.data(), off.data());
     }
-  });
+  }
   return out;
 }
 
