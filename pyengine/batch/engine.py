@@ -79,6 +79,9 @@ class BatchGenerator:
         enable_prefix_sharing: identical leading full blocks of prompts are computed once.
         paged_attention: models that delegate attention to the cache (`attend`) read keys/values through
             the block tables with the `paged_attention` op; False gathers them per layer (the reference path).
+        packed_prefill: a prefill pass feeds its prompt chunks as one row of concatenated tokens, so the
+            projections and MLP compute no padding (the attention layer must delegate to the cache's
+            `attend`, as GPT-2 and LLaMA do); False left-pads the chunks into a batch.
 
     Example:
         >>> gen = BatchGenerator(model, tok, max_batch_size=16, kv_cache_bytes=256 << 20)
@@ -97,6 +100,7 @@ class BatchGenerator:
         prefill_chunk: int = 512,
         enable_prefix_sharing: bool = True,
         paged_attention: bool = True,
+        packed_prefill: bool = True,
     ) -> None:
         if getattr(model.config, "is_encoder_decoder", False):
             raise ValueError(
@@ -113,7 +117,8 @@ class BatchGenerator:
         )  # fmt: skip
         self.max_batch_size = max_batch_size
         self.paged_attention = paged_attention
-        self.scheduler = Scheduler(self.cache, max_batch_size, prefill_chunk)
+        self.packed_prefill = packed_prefill
+        self.scheduler = Scheduler(self.cache, max_batch_size, prefill_chunk, packed=packed_prefill)
         self.ops = TorchBackend(model.device).ops
         self.stats = BatchStats()
         self._ids = itertools.count()
@@ -203,25 +208,29 @@ class BatchGenerator:
         return self._append_tokens(chosen)
 
     def _forward(self, seqs: list[Sequence], counts: list[int]) -> torch.Tensor:
-        """Feed `counts[b]` uncomputed tokens of sequence b; next-token logits `[B, V]` in float32."""
-        view = PagedKVView(self.cache, [s.seq_id for s in seqs], counts, self.paged_attention)
-        width = view.num_new  # [B, s] inputs, left-padded with 0 (pad columns are masked out)
-        input_ids = torch.tensor(
-            [[0] * (width - n) + s.tokens[s.num_computed : s.num_computed + n] for s, n in zip(seqs, counts)]
-        )
-        out = self.model(
-            input_ids=input_ids.to(self.model.device),
-            attention_mask=view.attention_mask.to(self.model.device),
-            position_ids=view.position_ids.to(self.model.device),
-            past_key_values=view,
-            use_cache=True,
-            logits_to_keep=1,
-            return_dict=True,
-        )
+        """Feed `counts[b]` uncomputed tokens of sequence b; next-token logits `[B, V]` in float32.
+
+        Decode passes (one token each) and unpacked prefill passes are `[B, s]` inputs, left-padded with 0
+        (pad columns are masked out). A packed prefill pass is one row `[1, sum(counts)]`.
+        """
+        packed = self.packed_prefill and max(counts) > 1
+        view = PagedKVView(self.cache, [s.seq_id for s in seqs], counts, self.paged_attention, packed=packed)
+        new = [s.tokens[s.num_computed : s.num_computed + n] for s, n in zip(seqs, counts)]
+        device = self.model.device
+        if packed:
+            inputs = dict(input_ids=torch.tensor([[t for chunk in new for t in chunk]]), attention_mask=None,
+                          position_ids=view.packed_position_ids, logits_to_keep=view.packed_last)  # fmt: skip
+        else:
+            width = view.num_new
+            inputs = dict(input_ids=torch.tensor([[0] * (width - len(c)) + c for c in new]),
+                          attention_mask=view.attention_mask, position_ids=view.position_ids, logits_to_keep=1)  # fmt: skip
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        out = self.model(**inputs, past_key_values=view, use_cache=True, return_dict=True)
         for seq, n in zip(seqs, counts):
             seq.num_computed += n
             self.cache.commit(seq.seq_id, seq.tokens, seq.num_computed)
-        return out.logits[:, -1, :].to(dtype=torch.float32, copy=True)  # [B, V], as CausalLMStep
+        logits = out.logits[0] if packed else out.logits[:, -1, :]  # [B, V]
+        return logits.to(dtype=torch.float32, copy=True)  # as CausalLMStep
 
     def _append_tokens(self, chosen: list[tuple[Sequence, torch.Tensor]]) -> list[Result]:
         done: list[Result] = []

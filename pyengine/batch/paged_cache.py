@@ -288,6 +288,12 @@ class PagedKVView(KVCache):
     The gather copies each row's cache once per layer per step. A model whose attention layer delegates to
     `attend(layer_idx, query, key, value, scaling)` skips it: `attend` writes the new keys/values and runs
     the `paged_attention` op, which reads the blocks in place through the block tables.
+
+    `packed=True` (prefill passes of models that delegate to `attend`): the model sees ONE row of the rows'
+    new tokens concatenated, `[1, sum(new)]`, so its projections and MLP do no work on padding
+    (`packed_position_ids`, `packed_last` give the row's positions and each sequence's last column).
+    `attend` scatters the packed q/k/v into the left-padded `[B, H, s, D]` layout above, attends as usual
+    and packs the output back; everything else is unchanged.
     """
 
     def __init__(
@@ -296,6 +302,7 @@ class PagedKVView(KVCache):
         seq_ids: Sequence[int],
         num_new: int | Sequence[int],
         paged_attention: bool = True,
+        packed: bool = False,
     ) -> None:
         # NOTE: KVCache.__init__ is skipped on purpose: nothing dense is allocated. Subclassing keeps the
         # models' `as_kv_cache` check (isinstance KVCache) unchanged.
@@ -330,11 +337,22 @@ class PagedKVView(KVCache):
         self.block_table = table  # [B, M]
         self.context_lens = past + new  # [B]
         self.query_lens = new  # [B]
+        # Packed: the real columns of the [B, s] layout in row order, as indices into its flattening.
+        self.packed = packed
+        self.pack_index = real.view(-1).nonzero().view(-1) if packed else None  # [sum(new)]
+        if packed:
+            self.packed_position_ids = self.position_ids.view(-1)[self.pack_index][None]  # [1, sum(new)]
+            self.packed_last = new.cumsum(0) - 1  # [B]: the column of each row's last new token
 
     def update(
         self, layer_idx: int, key: torch.Tensor, value: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Write `key`/`value` `[B, H_kv, s, D]` into the blocks; return all positions `[B, H_kv, L+s, D]`."""
+        if self.packed and key.shape[0] != self.batch:
+            raise RuntimeError(
+                "a packed prefill pass needs a model whose attention calls cache.attend(); this one called "
+                "update(). Create the BatchGenerator with packed_prefill=False."
+            )
         self._write(layer_idx, key, value)
         if self.trivial:
             return key, value
@@ -356,6 +374,14 @@ class PagedKVView(KVCache):
         chunk, grouped-query heads, zeros at pad columns. With `paged_attention=False` (or a dtype the
         kernel lacks), the gather path: `update()` + SDPA under this view's mask (the reference path).
         """
+        if self.packed:
+            query, key, value = (self._unpack(t) for t in (query, key, value))
+            return self._pack(self._attend_rows(layer_idx, query, key, value, scaling))
+        return self._attend_rows(layer_idx, query, key, value, scaling)
+
+    def _attend_rows(
+        self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
         if not self.use_kernel or query.dtype != torch.float32:
             keys, values = self.update(layer_idx, key, value)
             mask, is_causal = build_attention_mask(self.attention_mask, self.length, self.num_new, query.device)
@@ -366,6 +392,19 @@ class PagedKVView(KVCache):
             query, self.cache.keys[layer_idx], self.cache.values[layer_idx], self.block_table,
             self.context_lens, self.query_lens, scaling,
         )  # fmt: skip
+
+    def _unpack(self, packed: torch.Tensor) -> torch.Tensor:
+        """`[1, H, sum(new), D]` (one row of concatenated new tokens) → `[B, H, s, D]`, left-padded with 0."""
+        heads, dim = packed.shape[1], packed.shape[3]
+        rows = packed.new_zeros(self.batch * self.num_new, heads, dim)
+        rows[self.pack_index] = packed[0].transpose(0, 1)
+        return rows.view(self.batch, self.num_new, heads, dim).transpose(1, 2)
+
+    def _pack(self, rows: torch.Tensor) -> torch.Tensor:
+        """`[B, H, s, D]` → the real columns as one row `[1, H, sum(new), D]`."""
+        heads, dim = rows.shape[1], rows.shape[3]
+        flat = rows.transpose(1, 2).reshape(self.batch * self.num_new, heads, dim)
+        return flat[self.pack_index].transpose(0, 1)[None]
 
     def _write(self, layer_idx: int, key: torch.Tensor, value: torch.Tensor) -> None:
         """Each row's real new keys/values into its slots; pad columns into the scratch slot."""

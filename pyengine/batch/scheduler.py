@@ -16,7 +16,9 @@ Each `schedule()`:
    tokens so far; on readmission it recomputes them as a prompt (recompute preemption; its sampler state
    is kept, so its tokens do not change).
 3. Fills this step's prefill pass with running sequences that have more than one uncomputed token, oldest
-   first, each with its next chunk, while rows x longest chunk stays within `prefill_chunk`.
+   first, each with its next chunk, while the pass stays within `prefill_chunk` tokens: the sum of the
+   chunks when the engine packs them into one row (`packed=True`), rows x longest chunk when it
+   left-pads them into a batch.
 """
 
 from __future__ import annotations
@@ -72,9 +74,10 @@ class Scheduler:
         cache: the block pool; the scheduler allocates and frees its sequences' blocks.
         max_batch_size: most rows in the running set.
         prefill_chunk: most prompt tokens fed in one forward.
+        packed: the prefill pass is one row of concatenated chunks (no padding to count).
     """
 
-    def __init__(self, cache: PagedKVCache, max_batch_size: int, prefill_chunk: int) -> None:
+    def __init__(self, cache: PagedKVCache, max_batch_size: int, prefill_chunk: int, packed: bool = False) -> None:
         if max_batch_size < 1 or prefill_chunk < 1:
             raise ValueError(
                 f"max_batch_size ({max_batch_size}) and prefill_chunk ({prefill_chunk}) must be >= 1"
@@ -82,6 +85,7 @@ class Scheduler:
         self.cache = cache
         self.max_batch_size = max_batch_size
         self.prefill_chunk = prefill_chunk
+        self.packed = packed
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []  # admission order: oldest first
         self.num_preemptions = 0
@@ -137,14 +141,18 @@ class Scheduler:
     def schedule(self) -> StepBatch:
         self._admit()
         batch = StepBatch(decode=self._reserve_decodes())
-        longest = 0
+        longest = total = 0
         for seq in self.running:
             if seq.pending > 1:
                 chunk = min(seq.pending, self.prefill_chunk)
-                if batch.prefill and (len(batch.prefill) + 1) * max(longest, chunk) > self.prefill_chunk:
+                if self.packed:  # fill the pass: the last chunk may be cut to what is left of the budget
+                    chunk = min(chunk, self.prefill_chunk - total)
+                    if chunk < 1:
+                        break
+                elif batch.prefill and (len(batch.prefill) + 1) * max(longest, chunk) > self.prefill_chunk:
                     break
                 batch.prefill.append((seq, chunk))
-                longest = max(longest, chunk)
+                longest, total = max(longest, chunk), total + chunk
         return batch
 
     # -- policy ---------------------------------------------------------------------------------------------

@@ -34,6 +34,17 @@ def test_greedy_equals_generate_under_admission_preemption_and_chunking(tiny_mod
     assert gen.cache.num_used_blocks == 0  # every block came back
 
 
+def test_packed_and_padded_prefill_give_generate_s_tokens(tiny_model):
+    """Prompts of 1-40 tokens, packed into one row per prefill pass (cut at the budget) or left-padded."""
+    prompts = random_prompts(10, 1, 40, seed=11)
+    for packed in (True, False):
+        gen = BatchGenerator(tiny_model, max_batch_size=6, num_blocks=96, block_size=4, prefill_chunk=48,
+                             packed_prefill=packed)  # fmt: skip
+        results = gen.run([Request(p, max_new_tokens=6, ignore_eos=True) for p in prompts])
+        for prompt, result in zip(prompts, results):
+            assert result.token_ids == _reference(tiny_model, prompt, max_new_tokens=6, eos_token_id=None), packed
+
+
 def test_greedy_with_eos_and_processors_equals_generate(tiny_model):
     prompts = random_prompts(8, 2, 30, seed=2)
     params = [dict(repetition_penalty=1.3), dict(no_repeat_ngram_size=2), dict(min_new_tokens=5), {}]

@@ -10,9 +10,9 @@ from pyengine.batch.paged_cache import PagedKVCache  # noqa: E402
 from pyengine.batch.scheduler import Scheduler, Sequence  # noqa: E402
 
 
-def _scheduler(num_blocks: int = 32, max_batch_size: int = 2, chunk: int = 8) -> Scheduler:
+def _scheduler(num_blocks: int = 32, max_batch_size: int = 2, chunk: int = 8, packed: bool = False) -> Scheduler:
     cache = PagedKVCache(1, 1, 2, num_blocks=num_blocks, block_size=4, enable_prefix_sharing=False)
-    return Scheduler(cache, max_batch_size, chunk)
+    return Scheduler(cache, max_batch_size, chunk, packed=packed)
 
 
 def _run(sched: Scheduler, batch) -> None:
@@ -64,6 +64,19 @@ def test_prefill_pass_packs_prompts_within_the_token_budget():
     assert batch.prefill == [(seqs[0], 3), (seqs[1], 5), (seqs[2], 4)]  # a 4th row of 9 -> 4 x 9 > 16
     _run(sched, batch)
     assert sched.schedule().prefill == [(seqs[3], 9)]
+
+
+def test_packed_prefill_pass_counts_tokens_and_cuts_the_last_chunk_to_the_budget():
+    sched = _scheduler(max_batch_size=4, chunk=16, packed=True)
+    seqs = [Sequence(i, [5] * n) for i, n in enumerate((3, 5, 4, 9))]
+    for s in seqs:
+        sched.add(s)
+    batch = sched.schedule()
+    # 3 + 5 + 4 = 12 tokens; the 4th prompt gets the 4 left of the budget (no padding to count)
+    assert batch.prefill == [(seqs[0], 3), (seqs[1], 5), (seqs[2], 4), (seqs[3], 4)]
+    _run(sched, batch)
+    batch = sched.schedule()
+    assert batch.prefill == [(seqs[3], 5)] and batch.decode == seqs[:3]
 
 
 def test_finished_sequence_frees_its_row_and_blocks_for_the_next():
