@@ -536,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-size", type=int, help="most sequences decoding together (default: --batch-size)"
     )
     gen.add_argument(
-        "--batch-size", type=int, default=32, help="alias of --max-batch-size (kept for old scripts; default 32)"
+        "--batch-size", type=int, default=64, help="alias of --max-batch-size (kept for old scripts; default 64)"
     )
     gen.add_argument(
         "--kv-cache-mb", type=int, default=512, help="KV-cache memory budget in MiB (default 512)"

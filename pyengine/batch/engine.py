@@ -93,7 +93,7 @@ class BatchGenerator:
         self,
         model: Any,
         tokenizer: Any = None,
-        max_batch_size: int = 32,
+        max_batch_size: int = 64,
         kv_cache_bytes: int = 512 << 20,
         num_blocks: int | None = None,
         block_size: int = 16,

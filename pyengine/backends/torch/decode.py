@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from pyengine.backends.torch.cache import KVCache, gather_rows
 
 WEIGHTS_DTYPES = ("float32", "bf16", "int8")
-# float32 products of more rows than this go to the library GEMM (compute-bound there, and MKL's
-# blocking beats our register-blocked dot products from 64 rows on; at 8-32 rows ours streams the weights
-# once and is 1.0-1.6x MKL: benchmarks/results/linear_rows-cpu.jsonl); bf16 / int8 always use linear_into.
-LIBRARY_GEMM_MIN_ROWS = 32
+# float32 products of more rows than this go to the library GEMM; bf16 / int8 always use linear_into.
+# At 8-32 rows ours streams the weights once and is 1.0-2.4x MKL; at 64 rows the two are even standalone
+# (0.87-1.09x, benchmarks/results/linear_rows-cpu.jsonl), but in the batch engine MKL repacks every weight
+# matrix on every call (its sgemm_scopy was 13% of all samples with a running set of 64): ours up to 64.
+LIBRARY_GEMM_MIN_ROWS = 64
 
 
 # -- references -------------------------------------------------------------------------------------------
