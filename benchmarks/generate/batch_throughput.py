@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-len", type=int, default=None, help="default 256 (--quick: 128)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="default 128 (--quick: 32)")
     p.add_argument("--batch-size", type=int, default=32, help="transformers' static batch size")
-    p.add_argument("--max-batch-size", type=int, default=32, help="pyengine's running-set bound")
+    p.add_argument("--max-batch-size", type=int, default=64, help="pyengine's running-set bound")
     p.add_argument("--kv-cache-mb", type=int, default=1024)
     p.add_argument("--engines", default="pyengine,transformers,transformers-cb,ctranslate2")
     p.add_argument("--threads", type=int, default=None)

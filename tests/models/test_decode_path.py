@@ -129,6 +129,74 @@ def test_decode_attention_bad_input_is_clear():
                                 torch.zeros(1, dtype=torch.long), 2, None, 2, 1.0, torch.tensor([[0, 3, 0, 0]]))  # fmt: skip
 
 
+@needs_kernels
+@pytest.mark.parametrize("weights_dtype", ["float32", "bf16", "int8"])
+@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("mask_and_table", [False, True])
+def test_decode_layer_matches_reference(weights_dtype, B, mask_and_table):
+    """The fused layer (one parallel region) against the reference layer built from the ops' references."""
+    gen = torch.Generator().manual_seed(11)
+    E, H, H_kv, D, inter, T_max, length = 48, 6, 2, 8, 40, 10, 6
+
+    def proj(*shapes, bias=False):
+        weights = [torch.randn(n, k, generator=gen) * 0.2 for n, k in shapes]
+        biases = [torch.randn(n, generator=gen) * 0.1 for n, _ in shapes] if bias else []
+        return decode.Linear(weights, biases, weights_dtype=weights_dtype)
+
+    qkv_p = proj((H * D, E), (H_kv * D, E), (H_kv * D, E), bias=True)
+    o_p, gate_up_p, down_p = proj((E, H * D)), proj((inter, E), (inter, E)), proj((E, inter))
+    norm_in, norm_post = torch.rand(E, generator=gen) + 0.5, torch.rand(E, generator=gen) + 0.5
+    caches = [torch.randn(B, H_kv, T_max, D, generator=gen) for _ in range(2)]
+    angles = torch.randn(20, D // 2, generator=gen)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    positions = torch.arange(B) + 3
+    mask = rows = None
+    if mask_and_table:
+        mask = torch.ones(B, length + 1, dtype=torch.long)
+        mask[-1, :2] = 0
+        rows = torch.randint(0, B, (B, T_max), generator=gen)
+    x = torch.randn(B, E, generator=gen)
+    results = []
+    for fn in (_cpp().decode_layer, decode.decode_layer_reference):
+        xs, cs = x.clone(), [c.clone() for c in caches]
+        buffers = torch.empty(B, E), torch.empty(B, (H + 2 * H_kv) * D), torch.empty(B, H * D), torch.empty(B, 2 * inter)
+        fn(xs, *buffers, norm_in, norm_post, 1e-5, qkv_p.args, o_p.args, gate_up_p.args, down_p.args, *cs, cos, sin,
+           positions, length, mask, H, D**-0.5, rows)  # fmt: skip
+        results.append((xs, cs))
+    (ours, our_caches), (ref, ref_caches) = results
+    assert not torch.equal(ours, x)  # the residual stream moved
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    for got, want in zip(our_caches, ref_caches):
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
+
+
+@needs_kernels
+def test_decode_layer_bad_input_is_clear():
+    lin = decode.Linear([torch.zeros(8, 8)])
+    x = torch.zeros(1, 8)
+    with pytest.raises(RuntimeError, match="decode_layer: norm weights must be contiguous float32 \\[8\\]"):
+        _cpp().decode_layer(x, torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 16),
+                            torch.ones(7), torch.ones(8), 1e-5, lin.args, lin.args, lin.args, lin.args,
+                            torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), None, None,
+                            torch.zeros(1, dtype=torch.long), 0, None, 2, 1.0)  # fmt: skip
+
+
+def test_low_precision_copies_live_in_one_huge_page_arena(families):
+    """bf16 copies are placed back to back in layer order, on a 2 MB boundary where THP can be asked for."""
+    from pyengine.backends.torch import hugepages
+
+    big = decode.Linear([torch.randn(1024, 1024)], weights_dtype="bf16")  # 2 MB of bf16
+    small = decode.Linear([torch.randn(24, 41), torch.randn(8, 41)], weights_dtype="bf16")
+    before = [w.clone() for w in big.weights + small.weights]
+    decode.place_on_hugepages([big, small])
+    for old, new in zip(before, big.weights + small.weights):
+        assert torch.equal(old, new)
+    if hugepages.available():
+        assert big.weights[0].data_ptr() % hugepages.HUGE_PAGE == 0
+        assert small.weights[0].data_ptr() == big.weights[0].data_ptr() + 1024 * 1024 * 2  # in order, no gap
+        assert small.weights[1].data_ptr() - small.weights[0].data_ptr() == 1984  # 1968 bytes, up to a cache line
+
+
 # -- whole models: decode path against the reference forward ---------------------------------------------------
 def _model(families, name, seed=0):
     return families[name].hf_pair(seed=seed)

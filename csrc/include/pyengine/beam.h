@@ -56,24 +56,6 @@ class TopN {
   std::vector<Cand> buf_;
 };
 
-#if PYENGINE_AVX512
-// exp(a) for a <= 0 in float lanes, relative error ~2e-7 (a sum's accuracy, not a CDF's). Below -87 (and
-// -inf, NaN) the result is exactly 0, masked rather than computed: an underflowing vscalefps takes a
-// microcode assist (see exp_neg_pd).
-inline __m512 exp_neg_ps(__m512 a) {
-  const __mmask16 live = _mm512_cmp_ps_mask(a, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-  a = _mm512_max_ps(a, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), a);  // Cody-Waite hi
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);  // and lo
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);                              // Taylor, degree 7 on |r| <= ln2/2
-  const float c[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-  for (float ci : c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ci));
-  return _mm512_maskz_scalef_ps(live, p, n);
-}
-#endif
-
 // sum_i exp(x[i] - m), accumulated in double; m is the row's max (so every argument is <= 0).
 inline double exp_sum(const float* x, int64_t n, float m) {
   int64_t i = 0;

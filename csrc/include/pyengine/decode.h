@@ -8,9 +8,7 @@
 #include <cstdint>
 #include <limits>
 
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
+#include "pyengine/vec.h"
 
 namespace pyengine {
 
@@ -53,6 +51,24 @@ inline void layer_norm_row(const float* x, const float* w, const float* b, int64
   for (int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
   const float r = 1.f / std::sqrt(var / static_cast<float>(n) + eps);
   for (int64_t i = 0; i < n; ++i) out[i] = (x[i] - mean) * r * w[i] + (b ? b[i] : 0.f);
+}
+
+// gate[i] = silu(gate[i]) * up[i] = gate / (1 + exp(-gate)) * up, as F.silu then mul_. The vector path
+// takes exp of -|gate| only (no overflow) and forms the sigmoid from it.
+inline void silu_mul(float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+#if PYENGINE_AVX512
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 g = _mm512_loadu_ps(gate + i);
+    const __m512 t = exp_neg_ps(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)));  // exp(-|g|)
+    const __mmask16 neg = _mm512_cmp_ps_mask(g, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 num = _mm512_mask_blend_ps(neg, one, t);  // sigmoid(g) = (g < 0 ? t : 1) / (1 + t)
+    const __m512 sig = _mm512_div_ps(num, _mm512_add_ps(one, t));
+    _mm512_storeu_ps(gate + i, _mm512_mul_ps(_mm512_mul_ps(g, sig), _mm512_loadu_ps(up + i)));
+  }
+#endif
+  for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
 // LLaMA's rotate-half RoPE of one head: out = x * cos + rotate_half(x) * sin (cos/sin rows of width D).

@@ -38,26 +38,6 @@ struct PagedPools {
 };
 
 #if PYENGINE_AVX512
-// exp(a) in float lanes for a <= 0 (a softmax's shifted scores), relative error ~1e-7. Lanes below -87
-// (where exp underflows float) and -inf give exactly 0 without computing them: a vscalefps whose result
-// is subnormal takes a microcode assist on Intel cores.
-inline __m512 exp_neg_ps(__m512 a) {
-  const __mmask16 live = _mm512_cmp_ps_mask(a, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
-  a = _mm512_max_ps(a, _mm512_set1_ps(-87.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), a);  // Cody-Waite: ln 2 in two parts
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-06f), r);
-  // Taylor to degree 7 on |r| <= ln2/2: truncation error < 6e-9.
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  const float c[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
-  for (float ci : c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ci));
-  return _mm512_maskz_scalef_ps(live, p, n);
-}
-
-// Lanes i < n of 16 floats at p (the rest read as 0).
-inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
-
 // The sums of 16 vectors as one vector (lane i = sum of v[i]): a transpose-and-add tree.
 inline __m512 paged_reduce16(const __m512* v) {
   __m512 t[8], u[4];

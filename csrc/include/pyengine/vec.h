@@ -53,6 +53,26 @@ inline __m512d exp_neg_pd(__m512d a) {
   for (double ci : c) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(ci));
   return _mm512_maskz_scalef_pd(live, p, n);  // p * 2^n, a normal number in every live lane
 }
+
+// exp(a) in float lanes for a <= 0 (softmax sums, attention weights, sigmoids), relative error ~2e-7.
+// Below -87 (and -inf, NaN) the result is exactly 0, masked rather than computed: an underflowing
+// vscalefps takes a microcode assist (see exp_neg_pd).
+inline __m512 exp_neg_ps(__m512 a) {
+  const __mmask16 live = _mm512_cmp_ps_mask(a, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  a = _mm512_max_ps(a, _mm512_set1_ps(-87.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145752f), a);  // Cody-Waite: ln 2 in two parts
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.42860677e-06f), r);
+  // Taylor to degree 7 on |r| <= ln2/2: truncation error < 6e-9.
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  const float c[] = {1.0f / 720.0f, 1.0f / 120.0f, 1.0f / 24.0f, 1.0f / 6.0f, 0.5f, 1.0f, 1.0f};
+  for (float ci : c) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ci));
+  return _mm512_maskz_scalef_ps(live, p, n);
+}
+
+// Lanes i < n of 16 floats at p (the rest read as 0).
+inline __mmask16 lanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
 #endif
 
 // e[i] = exp((x[i] - m) * inv_t) in double, returns the sum. x - m <= 0 for every finite x when m is the max.

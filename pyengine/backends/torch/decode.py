@@ -10,6 +10,9 @@ when `decode_cache()` below accepts the call, built from four ops:
     rms_norm_into     LLaMA's RMSNorm          layer_norm_into   GPT-2's LayerNorm
     decode_attention  RoPE on q and the new k, the new k/v written into the KVCache, attention of the
                       one query over the cache with the padding mask read in place (no [B, 1, 1, T] mask)
+    decode_layer      a whole LLaMA layer (norm, q|k|v, attention, o, norm, gate|up, silu * up, down) from
+                      the four above, in one parallel region: batch-1 steps are short enough that a
+                      dispatch and a fork/join per op cost ~15% of them
 
 Each op writes into a caller-owned buffer (`Workspace`, reused across steps of the same batch size).
 The Python function `<op>_reference` next to each is its meaning in torch ops; tests compare the C++
@@ -30,6 +33,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from pyengine.backends.torch import hugepages
 from pyengine.backends.torch.cache import KVCache, gather_rows
 
 WEIGHTS_DTYPES = ("float32", "bf16", "int8")
@@ -107,6 +111,28 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
     out.copy_(torch.einsum("bht,bhtd->bhd", probs, values).reshape(batch, -1))
 
 
+def decode_layer_reference(x, h, qkv, attn, gate_up, norm_in, norm_post, eps, qkv_proj, o_proj, gate_up_proj,
+                           down_proj, key_cache, value_cache, cos, sin, positions, length, key_mask, num_heads,
+                           scale, rows=None) -> None:  # fmt: skip
+    """One pre-norm LLaMA layer for one new token per row, in place on the residual `x` `[B, E]`.
+
+    `h`, `qkv`, `attn`, `gate_up` are scratch buffers (`[B, E]`, `[B, (H + 2 H_kv) D]`, `[B, H D]`, `[B, 2 I]`);
+    each `*_proj` is a `(weights, scales, biases)` triple as `linear_into` takes; the rest as
+    `decode_attention`.
+    """
+    rms_norm_into_reference(h, x, norm_in, eps)
+    linear_into_reference(qkv, h, *qkv_proj)
+    decode_attention_reference(attn, qkv, key_cache, value_cache, cos, sin, positions, length, key_mask, num_heads,
+                               scale, rows)  # fmt: skip
+    linear_into_reference(x, attn, *o_proj, accumulate=True)
+    rms_norm_into_reference(h, x, norm_post, eps)
+    linear_into_reference(gate_up, h, *gate_up_proj)
+    inter = gate_up.shape[1] // 2
+    gate = gate_up[:, :inter]
+    gate.copy_(F.silu(gate) * gate_up[:, inter:])
+    linear_into_reference(x, gate, *down_proj, accumulate=True)
+
+
 # -- the kernels, chosen once ---------------------------------------------------------------------------------
 def kernels_unavailable() -> str | None:
     """None when the C++ decode kernels can run, else why not."""
@@ -167,9 +193,18 @@ class Linear:
             self.kn = False
         self.out_features = sum(w.shape[0 if not weight_kn else 1] for w in self.float_weights)
 
+    def uses_kernel(self, rows: int) -> bool:
+        """Whether a product of `rows` rows runs `linear_into` (else the library GEMM)."""
+        return self.quantized or rows <= LIBRARY_GEMM_MIN_ROWS
+
+    @property
+    def args(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """(weights, scales, biases) as `linear_into` and `decode_layer` take them."""
+        return self.weights, self.scales, self.biases
+
     def __call__(self, out: torch.Tensor, x: torch.Tensor, accumulate: bool = False) -> None:
         """`out [M, N] (+)= x [M, K] @ W^T + bias`."""
-        if not self.quantized and x.shape[0] > LIBRARY_GEMM_MIN_ROWS:
+        if not self.uses_kernel(x.shape[0]):
             self._library(out, x, accumulate)
         else:
             _kernels().linear_into(out, x, self.weights, self.scales, self.biases, accumulate, self.kn)
@@ -185,6 +220,27 @@ class Linear:
             cols = out[:, offset : offset + y.shape[1]]
             cols.add_(y) if accumulate else cols.copy_(y)
             offset += y.shape[1]
+
+
+def place_on_hugepages(linears: Sequence[Linear]) -> None:
+    """Move the bf16 / int8 weight copies of `linears` into one huge-page arena, in the order given.
+
+    A step reads the copies in layer order; one arena puts them on 2 MB pages (most matrices are smaller
+    than a huge page, so one allocation each would stay on 4 KB pages: see hugepages.py) and back to back
+    in that order. float32 weights are the model's own parameters and stay where they are.
+    """
+    copies = [(lin, i) for lin in linears if lin.quantized for i in range(len(lin.weights))]
+    if not copies or not hugepages.available():
+        return
+    align = 64  # a cache line: every matrix starts on one
+    sizes = [-(-lin.weights[i].numel() * lin.weights[i].element_size() // align) * align for lin, i in copies]
+    arena = hugepages.empty((sum(sizes),), torch.uint8)
+    offset = 0
+    for (lin, i), size in zip(copies, sizes):
+        w = lin.weights[i]
+        view = arena[offset : offset + w.numel() * w.element_size()].view(w.dtype).view(w.shape)
+        lin.weights[i] = view.copy_(w)
+        offset += size
 
 
 class Workspace:

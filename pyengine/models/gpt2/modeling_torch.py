@@ -311,6 +311,8 @@ class GPT2DecodePath:
         self.inner = self.blocks[0][4].out_features
         self.lm_head = decode.Linear([model.lm_head.weight], weights_dtype=weights_dtype)
         self.workspace = decode.Workspace()
+        decode.place_on_hugepages([p for block in self.blocks for p in block if isinstance(p, decode.Linear)]
+                                  + [self.lm_head])  # fmt: skip
 
     @staticmethod
     def fingerprint(model: GPT2LMHeadModel) -> tuple[int, ...]:

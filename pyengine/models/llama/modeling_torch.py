@@ -334,7 +334,8 @@ class LlamaDecodePath:
     Built once per model and weights dtype: q|k|v and gate|up grouped into one product each (the float32
     parameters are used in place; bf16 / int8 copies are made here), activation buffers reused across
     steps. Per layer: RMSNorm → q|k|v → decode_attention (RoPE, cache write, attention over the cache) →
-    o_proj added into the residual in place → RMSNorm → gate|up → act(gate) * up → down_proj added in place.
+    o_proj added into the residual in place → RMSNorm → gate|up → act(gate) * up → down_proj added in place;
+    with a KVCache, SiLU and our kernel for every product, the whole layer is one `decode_layer` call.
     Logits equal the reference forward's within the float32 tolerance.
     """
 
@@ -346,6 +347,8 @@ class LlamaDecodePath:
         self.intermediate, self.eps = cfg.intermediate_size, cfg.rms_norm_eps
         self.rope = model.model.rotary_emb
         self.act = model.model.layers[0].mlp.act_fn
+        # decode_layer computes silu itself; another activation takes the op-by-op path.
+        self.fused_layers = self.act is torch.nn.functional.silu
         self.layers = []
         for layer in model.model.layers:
             a, m = layer.self_attn, layer.mlp
@@ -364,6 +367,8 @@ class LlamaDecodePath:
         self.embed = model.model.embed_tokens.weight.detach()
         self.lm_head = decode.Linear([model.lm_head.weight], weights_dtype=weights_dtype)
         self.workspace = decode.Workspace()
+        decode.place_on_hugepages([p for layer in self.layers for p in layer if isinstance(p, decode.Linear)]
+                                  + [self.lm_head])  # fmt: skip
 
     @staticmethod
     def fingerprint(model: LlamaForCausalLM) -> tuple[int, ...]:
@@ -399,7 +404,14 @@ class LlamaDecodePath:
         h, attn = ws.get("h", batch, self.embed.shape[1]), ws.get("attn", batch, H * D)
         qkv, gate_up = ws.get("qkv", batch, (H + 2 * H_kv) * D), ws.get("gate_up", batch, 2 * inter)
         x = self.embed.index_select(0, input_ids.reshape(-1))  # [B, E] residual stream, updated in place
+        # One C++ call per layer when the layer's products run our kernel (they share weights dtype and rows).
+        fused = not delegated and self.fused_layers and self.layers[0][1].uses_kernel(batch)
         for i, (norm_in, qkv_proj, o_proj, norm_post, gate_up_proj, down_proj, scale) in enumerate(self.layers):
+            if fused:
+                ops.decode_layer(x, h, qkv, attn, gate_up, norm_in, norm_post, self.eps, qkv_proj.args, o_proj.args,
+                                 gate_up_proj.args, down_proj.args, cache.keys[i], cache.values[i], cos, sin,
+                                 positions, past, key_mask, H, scale, rows)  # fmt: skip
+                continue
             ops.rms_norm_into(h, x, norm_in, self.eps)
             qkv_proj(qkv, h)
             if delegated:
