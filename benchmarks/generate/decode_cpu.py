@@ -88,20 +88,6 @@ def ct2_generate(generator, prompts: np.ndarray, mode: str) -> Any:
     return run
 
 
-def llamacpp_generate(llm, prompts: np.ndarray) -> Any:
-    """Greedy, exactly NEW tokens (EOS ignored by counting), batch 1: llama-cpp-python decodes one sequence."""
-    assert prompts.shape[0] == 1, "llama-cpp-python's generator decodes one sequence"
-
-    def run():
-        out = []
-        for token in llm.generate(prompts[0].tolist(), top_k=1, temp=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.0,
-                                  reset=True):  # fmt: skip
-            out.append(token)
-            if len(out) == NEW:
-                break
-    return run
-
-
 def accuracy(model, text_ids: torch.Tensor, weights_dtype: str) -> dict[str, Any]:
     """Logit error of `weights_dtype` against float32 on a fixed text, and greedy agreement over 32 tokens."""
 
@@ -196,7 +182,7 @@ def main() -> None:
         if "float32" in ct2:
             record_ct2("float32", mode, batch)
     if "llamacpp" not in skip:
-        record_llamacpp(spec, prompts[1], record, args.threads)
+        record_llamacpp(spec, prompts[1], records, args.threads, args.runs)
     for weights, configs in LOW_CONFIGS.items():
         for mode, batch in configs:
             ours.quantize(weights)
@@ -224,10 +210,38 @@ def main() -> None:
     print(f"wrote {len(records)} records to {args.out}")
 
 
-def record_llamacpp(spec, prompts: np.ndarray, record, threads: int) -> None:
+# One llama.cpp configuration in a child process: some builds crash on some formats (seen: a GGML_NATIVE
+# build on an AMX Xeon segfaults on Q4_1 and Q8_0 in its repacked-weights path), and a crash must cost
+# that record, not the run. Prints the median seconds of `runs` calls after one warm-up.
+_LLAMACPP_CHILD = """
+import json, statistics, sys, time
+from llama_cpp import Llama
+path, threads, runs, new = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+prompt = json.loads(sys.argv[5])
+llm = Llama(model_path=path, n_ctx=256, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
+def run():
+    out = []
+    for token in llm.generate(prompt, top_k=1, temp=0.0, top_p=1.0, min_p=0.0, repeat_penalty=1.0, reset=True):
+        out.append(token)
+        if len(out) == new:  # EOS ignored: stop on the count only
+            break
+run()
+times = []
+for _ in range(runs):
+    start = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - start)
+print(json.dumps(statistics.median(times)))
+"""
+
+
+def record_llamacpp(spec, prompts: np.ndarray, records: list, threads: int, runs: int) -> None:
     """llama.cpp greedy batch 1 on F32/F16/BF16/Q8_0 files written from the shipped Q4_1, and on the Q4_1."""
+    import subprocess
+    import sys
+
     try:
-        from llama_cpp import Llama
+        import llama_cpp  # noqa: F401
     except ImportError:
         print('llama-cpp-python not installed (CMAKE_ARGS="-DGGML_NATIVE=ON" pip install llama-cpp-python): skipped')
         return
@@ -236,9 +250,18 @@ def record_llamacpp(spec, prompts: np.ndarray, record, threads: int) -> None:
     work = os.path.dirname(spec.hf_dir.rstrip("/"))
     for fmt in ("F32", "F16", "BF16", "Q8_0", "Q4_1"):
         path = spec.gguf if fmt == "Q4_1" else llamacpp_gguf(spec.gguf, fmt, work)
-        llm = Llama(model_path=path, n_ctx=256, n_batch=512, n_threads=threads, n_threads_batch=threads, verbose=False)
-        record("llamacpp", fmt, "greedy", 1, llamacpp_generate(llm, prompts))
-        del llm  # its thread pool must not compete with the next engine
+        child = subprocess.run([sys.executable, "-c", _LLAMACPP_CHILD, path, str(threads), str(runs), str(NEW),
+                                json.dumps(prompts[0].tolist())], capture_output=True, text=True)  # fmt: skip
+        rec = {"engine": "llamacpp", "weights": fmt, "model": "smollm2-135m", "mode": "greedy", "batch": 1,
+               "prompt": PROMPT, "new_tokens": NEW, "threads": threads, "loadavg_1min": round(os.getloadavg()[0], 2)}  # fmt: skip
+        if child.returncode != 0:
+            rec["skipped"] = f"llama.cpp exited with {child.returncode}: {child.stderr.strip()[-300:]}"
+            print(f"llamacpp                 {fmt:8s} greedy  b1   skipped ({rec['skipped'][:80]})", flush=True)
+        else:
+            seconds = json.loads(child.stdout.strip().splitlines()[-1])
+            rec.update(median_s=round(seconds, 4), tokens_per_s=round(NEW / seconds, 1))
+            print(f"llamacpp                 {fmt:8s} greedy  b1 {rec['tokens_per_s']:8.1f} tok/s", flush=True)
+        records.append(rec)
 
 
 def _fixed_text_ids(spec) -> torch.Tensor:
