@@ -25,6 +25,12 @@
 #define PYENGINE_GEMV_AVX512 0
 #endif
 
+// The inner kernels below keep their accumulators in registers only once inlined into their caller. GCC
+// weighs inlining per translation unit, and since several units include this header (linear_into and
+// decode_layer), it once kept an out-of-line dot_block4x4 whose 16 accumulators lived in memory: the
+// 32-row product fell from ~150 to ~105 GFLOP/s. Forced inline, whichever unit's copy the linker keeps.
+#define PYENGINE_KERNEL inline __attribute__((always_inline))
+
 namespace pyengine {
 
 // Widening of one weight element to float32 (scalar paths and tails).
@@ -39,12 +45,12 @@ inline float widen(uint16_t w) {
 
 #if PYENGINE_GEMV_AVX512
 // 16 consecutive weights widened to float32; `mask` selects the valid lanes of a tail (others read as 0).
-inline __m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
-inline __m512 load16(const uint16_t* p, __mmask16 mask) {
+PYENGINE_KERNEL __m512 load16(const float* p, __mmask16 mask) { return _mm512_maskz_loadu_ps(mask, p); }
+PYENGINE_KERNEL __m512 load16(const uint16_t* p, __mmask16 mask) {
   const __m512i wide = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, p));
   return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
 }
-inline __m512 load16(const int8_t* p, __mmask16 mask) {
+PYENGINE_KERNEL __m512 load16(const int8_t* p, __mmask16 mask) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p)));
 }
 #endif
@@ -52,7 +58,7 @@ inline __m512 load16(const int8_t* p, __mmask16 mask) {
 // One weight row `w` [K] against MB rows of x: MB dot products. The weight row is read once (from memory
 // for the first row block, from L1 for the next), 64 elements per iteration into 4 accumulators per x row.
 template <int MB, class W>
-inline void dot_rows(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
+PYENGINE_KERNEL void dot_rows(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
 #if PYENGINE_GEMV_AVX512
   __m512 acc[MB][4];
   for (int m = 0; m < MB; ++m)
@@ -96,7 +102,7 @@ inline void widen_rows(const W* src, int64_t n, float* dst) {
 #if PYENGINE_GEMV_AVX512
 // The sums of 16 vectors as one vector (lane i = sum of v[i]): a transpose-and-add tree, 45 shuffles and
 // adds where 16 separate horizontal sums take ~130 that compete with the FMAs for the same ports.
-inline __m512 reduce16(const __m512* v) {
+PYENGINE_KERNEL __m512 reduce16(const __m512* v) {
   __m512 t[8], u[4];
   for (int i = 0; i < 8; ++i)  // lane [a0+a2, b0+b2, a1+a3, b1+b3] of each 128-bit quarter
     t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
@@ -116,14 +122,14 @@ inline __m512 reduce16(const __m512* v) {
 // hardware prefetcher to follow four interleaved streams. Later row blocks find the weights in L1 and
 // skip the prefetches (they cost ~15% of a step's issue slots when repeated for every row block).
 template <bool Prefetch, class W>
-inline void dot_block4x4(const float* x, int64_t x_stride, const W* w, int64_t K, float dots[4][4]) {
+PYENGINE_KERNEL void dot_block4x4(const float* x, int64_t x_stride, const W* w, int64_t K, float dots[4][4]) {
 #if PYENGINE_GEMV_AVX512
   __m512 acc[4][4];
   for (int m = 0; m < 4; ++m)
     for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
   const char* next = reinterpret_cast<const char*>(w + 4 * K);
   constexpr int64_t kStep = 64 / (16 * sizeof(W)) > 0 ? 64 / (16 * sizeof(W)) : 1;  // k-steps per cache line
-  auto step = [&](int64_t k, __mmask16 mask, int64_t s) {
+  auto step = [&](int64_t k, __mmask16 mask, int64_t s) __attribute__((always_inline)) {
     if (Prefetch && s % kStep == 0)
       for (int j = 0; j < 4; ++j) _mm_prefetch(next + (j * K + k) * static_cast<int64_t>(sizeof(W)), _MM_HINT_T0);
     __m512 wv[4];
@@ -219,7 +225,7 @@ inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int
 // Rows of x times columns [n0, n1) of a float32 "kn" weight [K, N]: rank-1 updates of a panel of up to
 // 64 columns per row block (no horizontal sums), the panel re-read from L2 by later row blocks.
 template <int MB>
-inline void gemv_kn_block(const float* x, int64_t x_stride, const float* w, int64_t K, int64_t N, int64_t n,
+PYENGINE_KERNEL void gemv_kn_block(const float* x, int64_t x_stride, const float* w, int64_t K, int64_t N, int64_t n,
                           int64_t width, float* out, int64_t out_stride, const float* bias, bool acc) {
 #if PYENGINE_GEMV_AVX512
   constexpr int NV = 4;
