@@ -52,67 +52,83 @@ inline __m512 paged_reduce16(const __m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(v01, v23, 0x88), _mm512_shuffle_f32x4(v01, v23, 0xDD));
 }
 
-// Asks for the cache lines of a head row of D floats. A sequence's positions sit in blocks scattered over
-// the pool, and within a block one kv head's rows are H_kv * D floats apart: too irregular for the
-// hardware prefetchers to run ahead on their own (decode, 32 rows of ~220: ~430 -> ~405 us a layer).
-inline void prefetch_row(const float* row, int64_t D) {
-  for (int64_t d = 0; d < D; d += 16) _mm_prefetch(reinterpret_cast<const char*>(row + d), _MM_HINT_T0);
+// Asks for the cache lines of `n` floats from `row`. A sequence's positions sit in blocks scattered over
+// the pool: the hardware prefetchers do not follow it from one block to the next.
+inline void prefetch_floats(const float* row, int64_t n) {
+  for (int64_t d = 0; d < n; d += 16) _mm_prefetch(reinterpret_cast<const char*>(row + d), _MM_HINT_T0);
 }
 
-// One head: scores over the L keys at keys + off[j], softmax, weighted sum of the values at values + off[j].
-// DV = ceil(D / 16) vectors per head row, the last one masked to D.
+// All H query heads of one query column over the L positions whose rows (every kv head, H_kv * D floats)
+// start at keys + off[j] / values + off[j]. Two passes over the positions, 16 at a time, every head per
+// block: a block's rows (16 x H_kv x D floats) are read from memory once, whole and in order, and reused
+// from L1 by the other heads. `q_scaled` is [H, D] (the queries times the scale), `scores` H * L floats.
 template <int DV>
-inline void paged_head(const float* keys, const float* values, const int64_t* off, int64_t L, int64_t D,
-                       const float* q, float scale, float* out, float* scores) {
+inline void paged_row(const float* keys, const float* values, const int64_t* off, int64_t L, int64_t H,
+                      int64_t Hkv, int64_t D, const float* q_scaled, float* out, int64_t o_head_stride,
+                      float* scores) {
+  const int64_t G = H / Hkv, row = Hkv * D;
   const __mmask16 tail = lanes(D - 16 * (DV - 1));
   auto mask = [&](int d) { return d == DV - 1 ? tail : __mmask16(0xFFFF); };
-  __m512 qv[DV];
-  for (int d = 0; d < DV; ++d) qv[d] = _mm512_mul_ps(_mm512_maskz_loadu_ps(mask(d), q + 16 * d), _mm512_set1_ps(scale));
-  __m512 best = _mm512_set1_ps(kNegInf);
-  for (int64_t j0 = 0; j0 < L; j0 += 16) {  // 16 scores per transpose-and-add tree
+  for (int64_t j0 = 0; j0 < L; j0 += 16) {  // scores: 16 per head per transpose-and-add tree
     const int64_t nj = L - j0 < 16 ? L - j0 : 16;
-    __m512 acc[16];
-    for (int jj = 0; jj < 16; ++jj) {
-      acc[jj] = _mm512_setzero_ps();
-      if (jj >= nj) continue;
-      if (j0 + 16 + jj < L) prefetch_row(keys + off[j0 + 16 + jj], D);  // the next 16 keys' rows
-      const float* k = keys + off[j0 + jj];
-      for (int d = 0; d < DV; ++d) acc[jj] = _mm512_fmadd_ps(qv[d], _mm512_maskz_loadu_ps(mask(d), k + 16 * d), acc[jj]);
+    for (int64_t jj = j0 + 16; jj < j0 + 32 && jj < L; ++jj) prefetch_floats(keys + off[jj], row);
+    for (int64_t h = 0; h < H; ++h) {
+      __m512 qv[DV];
+      for (int d = 0; d < DV; ++d) qv[d] = _mm512_maskz_loadu_ps(mask(d), q_scaled + h * D + 16 * d);
+      const float* kh = keys + (h / G) * D;
+      __m512 acc[16];
+      for (int jj = 0; jj < 16; ++jj) {
+        acc[jj] = _mm512_setzero_ps();
+        if (jj >= nj) continue;
+        for (int d = 0; d < DV; ++d)
+          acc[jj] = _mm512_fmadd_ps(qv[d], _mm512_maskz_loadu_ps(mask(d), kh + off[j0 + jj] + 16 * d), acc[jj]);
+      }
+      _mm512_mask_storeu_ps(scores + h * L + j0, lanes(nj), paged_reduce16(acc));
     }
-    const __m512 sc = paged_reduce16(acc);
-    _mm512_mask_storeu_ps(scores + j0, lanes(nj), sc);
-    best = _mm512_mask_max_ps(best, lanes(nj), best, sc);
   }
-  const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(best));
-  __m512 total = _mm512_setzero_ps();
-  for (int64_t j0 = 0; j0 < L; j0 += 16) {
-    const __mmask16 k = lanes(L - j0);
-    const __m512 e = exp_neg_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, scores + j0), m));
-    _mm512_mask_storeu_ps(scores + j0, k, e);
-    total = _mm512_add_ps(total, _mm512_maskz_mov_ps(k, e));
+  for (int64_t h = 0; h < H; ++h) {  // softmax numerators in place; the sum divides at the end
+    float* s = scores + h * L;
+    const __m512 m = _mm512_set1_ps(row_max(s, L));
+    __m512 total = _mm512_setzero_ps();
+    for (int64_t j0 = 0; j0 < L; j0 += 16) {
+      const __mmask16 k = lanes(L - j0);
+      const __m512 e = exp_neg_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + j0), m));
+      _mm512_mask_storeu_ps(s + j0, k, e);
+      total = _mm512_add_ps(total, _mm512_maskz_mov_ps(k, e));
+    }
+    const float inv = 1.0f / _mm512_reduce_add_ps(total);
+    for (int64_t j = 0; j < L; ++j) s[j] *= inv;
+    std::fill(out + h * o_head_stride, out + h * o_head_stride + D, 0.0f);
   }
-  __m512 acc[DV];
-  for (int d = 0; d < DV; ++d) acc[d] = _mm512_setzero_ps();
-  for (int64_t j = 0; j < L; ++j) {
-    if (j + 8 < L) prefetch_row(values + off[j + 8], D);
-    const __m512 p = _mm512_set1_ps(scores[j]);
-    const float* v = values + off[j];
-    for (int d = 0; d < DV; ++d) acc[d] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(mask(d), v + 16 * d), acc[d]);
+  for (int64_t j0 = 0; j0 < L; j0 += 16) {  // weighted values, the same blocks in the same order
+    const int64_t nj = L - j0 < 16 ? L - j0 : 16;
+    for (int64_t jj = j0 + 16; jj < j0 + 32 && jj < L; ++jj) prefetch_floats(values + off[jj], row);
+    for (int64_t h = 0; h < H; ++h) {
+      float* oh = out + h * o_head_stride;
+      const float* vh = values + (h / G) * D;
+      const float* p = scores + h * L + j0;
+      __m512 acc[DV];
+      for (int d = 0; d < DV; ++d) acc[d] = _mm512_maskz_loadu_ps(mask(d), oh + 16 * d);
+      for (int64_t jj = 0; jj < nj; ++jj) {
+        const __m512 w = _mm512_set1_ps(p[jj]);
+        for (int d = 0; d < DV; ++d)
+          acc[d] = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(mask(d), vh + off[j0 + jj] + 16 * d), acc[d]);
+      }
+      for (int d = 0; d < DV; ++d) _mm512_mask_storeu_ps(oh + 16 * d, mask(d), acc[d]);
+    }
   }
-  const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(total));
-  for (int d = 0; d < DV; ++d) _mm512_mask_storeu_ps(out + 16 * d, mask(d), _mm512_mul_ps(acc[d], inv));
 }
 #endif
 
-// One head, any D: the same computation one float at a time.
+// One head, any D: scores, softmax and weighted sum one float at a time (rows at keys/values + off[j]).
 inline void paged_head_scalar(const float* keys, const float* values, const int64_t* off, int64_t L, int64_t D,
-                              const float* q, float scale, float* out, float* scores) {
+                              const float* q_scaled, float* out, float* scores) {
   float best = kNegInf;
   for (int64_t j = 0; j < L; ++j) {
     float s = 0.0f;
-    for (int64_t d = 0; d < D; ++d) s += q[d] * keys[off[j] + d];
-    scores[j] = s * scale;
-    best = std::max(best, scores[j]);
+    for (int64_t d = 0; d < D; ++d) s += q_scaled[d] * keys[off[j] + d];
+    scores[j] = s;
+    best = std::max(best, s);
   }
   float total = 0.0f;
   for (int64_t j = 0; j < L; ++j) total += (scores[j] = std::exp(scores[j] - best));
@@ -122,35 +138,35 @@ inline void paged_head_scalar(const float* keys, const float* values, const int6
   for (int64_t d = 0; d < D; ++d) out[d] /= total;
 }
 
-// Attention of G query heads (q + g * q_head_stride, each D floats) of one query column at position `pos`
-// over keys [0, pos] of kv head `kvh`, read through `table`. Writes out + g * o_head_stride.
-// `scores` holds pos + 1 floats of scratch, `off` pos + 1 int64.
-inline void paged_attention_column(const PagedPools& pools, const int64_t* table, int64_t kvh, int64_t pos,
-                                   const float* q, int64_t q_head_stride, float* out, int64_t o_head_stride,
-                                   int64_t G, float scale, float* scores, int64_t* off) {
-  const int64_t P = pools.block_size, D = pools.head_dim, row = pools.num_kv_heads * D;
+// Attention of all H query heads (q + h * q_head_stride, each D floats) of one query column at position
+// `pos` over positions [0, pos], read through `table`; head h reads kv head h / (H / H_kv). Writes
+// out + h * o_head_stride. Scratch: `scores` H * (pos + 1) floats, `off` pos + 1 int64, `q_scaled` H * D.
+inline void paged_attention_column(const PagedPools& pools, const int64_t* table, int64_t pos, const float* q,
+                                   int64_t q_head_stride, float* out, int64_t o_head_stride, int64_t H, float scale,
+                                   float* scores, int64_t* off, float* q_scaled) {
+  const int64_t P = pools.block_size, D = pools.head_dim, Hkv = pools.num_kv_heads, row = Hkv * D;
   const int64_t L = pos + 1;
-  for (int64_t j = 0, blk = 0; j < L; ++blk)  // float offset of position j's row of kv head kvh
-    for (int64_t t = 0; t < P && j < L; ++t, ++j) off[j] = (table[blk] * P + t) * row + kvh * D;
-  const float *keys = pools.keys, *values = pools.values;
-  for (int64_t g = 0; g < G; ++g) {
-    const float* qg = q + g * q_head_stride;
-    float* og = out + g * o_head_stride;
+  for (int64_t j = 0, blk = 0; j < L; ++blk)  // float offset of position j's row (every kv head)
+    for (int64_t t = 0; t < P && j < L; ++t, ++j) off[j] = (table[blk] * P + t) * row;
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t d = 0; d < D; ++d) q_scaled[h * D + d] = q[h * q_head_stride + d] * scale;
 #if PYENGINE_AVX512
-    switch ((D + 15) / 16) {
-      case 1: paged_head<1>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 2: paged_head<2>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 3: paged_head<3>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 4: paged_head<4>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 5: paged_head<5>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 6: paged_head<6>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 7: paged_head<7>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      case 8: paged_head<8>(keys, values, off, L, D, qg, scale, og, scores); continue;
-      default: break;
-    }
-#endif
-    paged_head_scalar(keys, values, off, L, D, qg, scale, og, scores);
+  switch ((D + 15) / 16) {
+    case 1: return paged_row<1>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 2: return paged_row<2>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 3: return paged_row<3>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 4: return paged_row<4>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 5: return paged_row<5>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 6: return paged_row<6>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 7: return paged_row<7>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 8: return paged_row<8>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    default: break;
   }
+#endif
+  const int64_t G = H / Hkv;
+  for (int64_t h = 0; h < H; ++h)
+    paged_head_scalar(pools.keys + (h / G) * D, pools.values + (h / G) * D, off, L, D, q_scaled + h * D,
+                      out + h * o_head_stride, scores);
 }
 
 }  // namespace pyengine

@@ -50,24 +50,26 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_pool, 
   const at::Tensor q = query.contiguous();
   at::Tensor out = at::zeros(query.sizes(), query.options());  // pad columns stay 0
   const PagedPools pools{key_pool.const_data_ptr<float>(), value_pool.const_data_ptr<float>(), P, Hkv, D};
-  const int64_t G = H / Hkv, max_ctx = *std::max_element(c, c + B);
+  const int64_t max_ctx = *std::max_element(c, c + B);
   const float* qp = q.const_data_ptr<float>();
   float* op_ = out.mutable_data_ptr<float>();
-  // Items cost in proportion to their context length, which differs between rows: threads take them one
-  // at a time (a static split leaves one thread waiting on the other's longer rows).
-  const int64_t items = B * Hkv * s;
+  // Items: (row, query column) pairs, every head of the column at once. They cost in proportion to their
+  // context length, which differs between rows: threads take them one at a time (a static split leaves
+  // one thread waiting on the other's longer rows).
+  const int64_t items = B * s;
   const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), items));
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
-    std::vector<float> scores(std::max<int64_t>(max_ctx, 1));
-    std::vector<int64_t> off(std::max<int64_t>(max_ctx, 1));
+    const int64_t most = std::max<int64_t>(max_ctx, 1);
+    std::vector<float> scores(H * most), q_scaled(H * D);
+    std::vector<int64_t> off(most);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
-      const int64_t b = item / (Hkv * s), kvh = item / s % Hkv, i = item % s;
+      const int64_t b = item / s, i = item % s;
       if (i < s - n[b]) continue;  // left padding
-      const int64_t offset = ((b * H + kvh * G) * s + i) * D;  // query head kvh * G, column i
-      paged_attention_column(pools, t + b * M, kvh, c[b] - s + i, qp + offset, s * D, op_ + offset, s * D, G,
-                             static_cast<float>(scale), scores.data(), off.data());
+      const int64_t offset = (b * H * s + i) * D;  // head 0, column i
+      paged_attention_column(pools, t + b * M, c[b] - s + i, qp + offset, s * D, op_ + offset, s * D, H,
+                             static_cast<float>(scale), scores.data(), off.data(), q_scaled.data());
     }
   }
   return out;
