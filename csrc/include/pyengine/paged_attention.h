@@ -21,11 +21,6 @@
 
 #include "pyengine/vec.h"
 
-#if PYENGINE_AVX512
-// GCC 12 warns about the deliberately undefined lanes inside its own AVX-512 intrinsics; not our code.
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#endif
 
 namespace pyengine {
 
@@ -38,20 +33,6 @@ struct PagedPools {
 };
 
 #if PYENGINE_AVX512
-// The sums of 16 vectors as one vector (lane i = sum of v[i]): a transpose-and-add tree.
-inline __m512 paged_reduce16(const __m512* v) {
-  __m512 t[8], u[4];
-  for (int i = 0; i < 8; ++i)
-    t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(t[2 * i]), b = _mm512_castps_pd(t[2 * i + 1]);
-    u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  const __m512 v01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44), _mm512_shuffle_f32x4(u[0], u[1], 0xEE));
-  const __m512 v23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44), _mm512_shuffle_f32x4(u[2], u[3], 0xEE));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(v01, v23, 0x88), _mm512_shuffle_f32x4(v01, v23, 0xDD));
-}
-
 // Asks for the cache lines of `n` floats from `row`. A sequence's positions sit in blocks scattered over
 // the pool: the hardware prefetchers do not follow it from one block to the next.
 inline void prefetch_floats(const float* row, int64_t n) {
@@ -83,7 +64,7 @@ inline void paged_row(const float* keys, const float* values, const int64_t* off
         for (int d = 0; d < DV; ++d)
           acc[jj] = _mm512_fmadd_ps(qv[d], _mm512_maskz_loadu_ps(mask(d), kh + off[j0 + jj] + 16 * d), acc[jj]);
       }
-      _mm512_mask_storeu_ps(scores + h * L + j0, lanes(nj), paged_reduce16(acc));
+      _mm512_mask_storeu_ps(scores + h * L + j0, lanes(nj), reduce16(acc));
     }
   }
   for (int64_t h = 0; h < H; ++h) {  // softmax numerators in place; the sum divides at the end
