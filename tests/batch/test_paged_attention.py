@@ -66,6 +66,15 @@ def test_every_impl_equals_the_reference(label, case):
         assert not got[b, :, : s - case[7][b]].any()
 
 
+def test_cpp_empty_batch_gives_an_empty_result():
+    """No rows (or no query columns): an empty output, not a read past the end of context_lens."""
+    fn = _impl("cpp")
+    pool = torch.zeros(3, 4, 2, 8)
+    none = torch.zeros(0, dtype=torch.long)
+    out = fn(torch.zeros(0, 4, 1, 8), pool, pool.clone(), torch.zeros(0, 1, dtype=torch.long), none, none, 1.0)
+    assert out.shape == (0, 4, 1, 8)
+
+
 def test_cpp_rejects_bad_input_with_the_argument_named():
     fn = _impl("cpp")
     args = [torch.from_numpy(a) for a in _case(np.random.default_rng(0), *CASES[1])]

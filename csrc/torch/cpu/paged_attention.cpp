@@ -50,6 +50,7 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_pool, 
   const at::Tensor q = query.contiguous();
   at::Tensor out = at::zeros(query.sizes(), query.options());  // pad columns stay 0
   const PagedPools pools{key_pool.const_data_ptr<float>(), value_pool.const_data_ptr<float>(), P, Hkv, D};
+  if (B == 0 || s == 0) return out;  // nothing to attend (and no context length to take the max of)
   const int64_t max_ctx = *std::max_element(c, c + B);
   const float* qp = q.const_data_ptr<float>();
   float* op_ = out.mutable_data_ptr<float>();
@@ -57,7 +58,7 @@ at::Tensor paged_attention(const at::Tensor& query, const at::Tensor& key_pool, 
   // context length, which differs between rows: threads take them one at a time (a static split leaves
   // one thread waiting on the other's longer rows).
   const int64_t items = B * s;
-  const int threads = static_cast<int>(std::min<int64_t>(at::get_num_threads(), items));
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), items)));
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int64_t most = std::max<int64_t>(max_ctx, 1);
