@@ -3,11 +3,13 @@
 Packages: `pyengine` plus the Triton/Pallas sources in `kernels/`, installed as `pyengine.kernels`
 (never as a top-level `kernels` package: that name belongs to another project on PyPI).
 
-Extension: `pyengine._C` is built from `csrc/` only when torch is importable in the *build* environment
+Extensions: `pyengine._C` is built from `csrc/` only when torch is importable in the *build* environment
 and C++ sources exist; the CUDA sources `csrc/cuda/*.cu` join it when a CUDA toolkit and a CUDA build of
 torch are both present. Build against the torch already installed (`pip install --no-build-isolation`),
 otherwise pip's isolation would fetch a second, multi-GB torch. Without torch nothing native is built
 and every op runs on its native (framework) implementation.
+`pyengine._xla` (csrc/xla/, framework-free C ABI loaded with ctypes) carries the XLA custom-call targets
+TensorFlow's and JAX's compiled paths call; it needs no torch and is built whenever a compiler is there.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import glob
 import os
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,8 +63,19 @@ def _extensions() -> tuple[list, dict]:
     return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
 
 
+def _xla_extension() -> list:
+    """`pyengine._xla`: the XLA custom-call targets over csrc/include (no torch, no XLA headers)."""
+    sources = sorted(glob.glob(os.path.join("csrc", "xla", "*.cpp")))
+    if not sources or os.environ.get("PYENGINE_SKIP_NATIVE_BUILD") == "1":
+        return []
+    return [Extension("pyengine._xla", sources, include_dirs=[os.path.join(ROOT, "csrc", "include")],
+                      extra_compile_args=["-O3", "-march=native", "-fopenmp", "-std=c++17"],
+                      extra_link_args=["-fopenmp", "-ldl"], language="c++")]
+
+
 kernel_packages, kernel_dirs = _kernel_packages()
 ext_modules, cmdclass = _extensions()
+ext_modules = ext_modules + _xla_extension()
 setup(
     packages=find_packages(include=["pyengine", "pyengine.*"]) + kernel_packages,
     package_dir={"": ".", **kernel_dirs},

@@ -1,0 +1,91 @@
+"""The decode step's products on pyengine's C++ kernel, as an XLA custom call (csrc/xla/linear.cpp).
+
+`linear(x, w, bias)` is `x @ w.T + bias` for x `[M, K]` and a weight stored `[N, K]` (the tied
+embedding; GPT-2's `[in, out]` Conv1D weights are transposed once per generate call). Implementations, in
+order of preference:
+- `cpp`: the custom call `pyengine_linear` into `pyengine._xla`, for float32 products of up to
+  `MAX_ROWS` rows inside `tf.function(jit_compile=True)`. TensorFlow has no Python API to register a
+  target: `pyengine_register_tf_target` adds it to the registry TensorFlow's library exports. Outside XLA
+  (eager, or a tf.function without jit_compile) TensorFlow has no kernel for the call: `native` runs.
+  XLA:CPU multiplies 8 rows by a `[N, K]` weight very slowly: 12 GPT-2-small layers + head took 167 ms
+  with `transpose_b`, 20 ms through this call.
+- `native`: `tf.matmul(x, w, transpose_b=True)`.
+`PYENGINE_IMPL_LINEAR=native` forces TensorFlow's matmul. The choice is made once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from pyengine.backends import xla_targets
+from pyengine.backends.tf import tf
+from pyengine.ops.registry import Impl, select
+
+MAX_ROWS = 64  # up to this many rows the C++ kernel beats XLA's dot
+
+
+def native_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    y = tf.matmul(x, w, transpose_b=True)
+    return y if bias is None else y + tf.reshape(bias, [-1])
+
+
+def cpp_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """`x @ w.T (+ bias)` through `pyengine_linear` when traced for XLA (float32, up to MAX_ROWS rows)."""
+    m, k = x.shape
+    n = w.shape[0]
+    fits = m is not None and 0 < m <= MAX_ROWS and k is not None and w.shape[1] == k
+    fits = fits and x.dtype == tf.float32 and w.dtype == tf.float32 and (bias is None or bias.dtype == tf.float32)
+    if not fits or not in_xla():
+        return native_linear(x, w, bias)
+    operands = [x, w] if bias is None else [x, w, tf.reshape(bias, [n])]
+    from tensorflow.compiler.tf2xla.ops import gen_xla_ops
+
+    return gen_xla_ops.xla_custom_call_v2(
+        operands=operands, call_target_name="pyengine_linear", backend_config=f"{m} {k} {n} {int(bias is not None)}",
+        has_side_effect=False, result_dtypes=[tf.float32], result_shapes=[[m, n]],
+    )[0]  # fmt: skip
+
+
+def in_xla() -> bool:
+    """True while tracing a function TensorFlow compiles with XLA (`jit_compile=True`)."""
+    if tf.executing_eagerly():
+        return False
+    try:
+        from tensorflow.python.framework import ops
+        from tensorflow.python.ops import control_flow_util
+    except ImportError:  # a TensorFlow without these internals: stay on the matmul
+        return False
+    return bool(control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph()))
+
+
+def _library_path() -> str:
+    return os.path.join(os.path.dirname(tf.__file__), "libtensorflow_cc.so.2")
+
+
+@functools.cache
+def _cpp_available() -> str | None:
+    """None once `pyengine_linear` is registered with TensorFlow's XLA, else why it is not."""
+    reason = xla_targets.available()
+    if reason is not None:
+        return reason
+    code = xla_targets.library().pyengine_register_tf_target(
+        _library_path().encode(), b"pyengine_linear", xla_targets.address("pyengine_linear"))
+    if code != 0:
+        why = {1: "is not loaded", 2: "does not export XLA's custom-call registry"}.get(code, f"failed ({code})")
+        return f"TensorFlow's {_library_path()} {why}"
+    return None
+
+
+LINEAR = [Impl("cpp", cpp_linear, available=_cpp_available), Impl("native", native_linear)]
+
+
+@functools.cache
+def linear_impl() -> Impl:
+    """The chosen implementation of `linear` (once per process)."""
+    return select("linear", LINEAR)
+
+
+def linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """`x @ w.T + bias`: x `[M, K]`, w `[N, K]`, bias `[N]` (or `[1, N]`) or None -> `[M, N]`."""
+    return linear_impl().fn(x, w, bias)

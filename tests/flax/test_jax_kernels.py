@@ -1,0 +1,64 @@
+"""`linear` on JAX: the C++ custom call (`cpp`) and XLA's dot (`native`) against the NumPy reference.
+
+Shapes cover the kernel's paths: 1-3 rows (one row block), 4-8 (4x4 blocks plus leftovers), 64 (the
+largest the custom call takes), 65 (handed to XLA's dot), K and N not multiples of 16 / 64 (masked tails).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pyengine.backends.jax import kernels
+from pyengine.ops.registry import Impl
+
+SHAPES = [(1, 768, 2304), (3, 100, 77), (8, 768, 3072), (5, 33, 130), (64, 64, 200), (65, 48, 96)]
+
+
+def _reference(x, w, bias):
+    y = x.astype(np.float64) @ w.astype(np.float64).T
+    return y if bias is None else y + bias
+
+
+@pytest.mark.parametrize("impl", kernels.LINEAR, ids=lambda i: i.label)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_linear_matches_reference(impl: Impl, shape, with_bias, rng):
+    reason = impl.available()
+    if reason is not None:
+        pytest.skip(reason)
+    m, k, n = shape
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    out = jax.jit(impl.fn)(x, w, bias)
+    assert out.shape == (m, n) and out.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(out), _reference(x, w, bias), rtol=1e-5, atol=1e-4 * np.sqrt(k))
+
+
+def test_cpp_linear_is_a_custom_call_only_where_it_applies(rng):
+    """Up to MAX_ROWS float32 rows the product is the custom call; more rows or bf16 go to XLA's dot."""
+    if kernels._cpp_available() is not None:
+        pytest.skip(kernels._cpp_available())
+
+    def hlo(m, dtype=jnp.float32):
+        x = jnp.zeros((m, 16), dtype)
+        w = jnp.zeros((32, 16), dtype)
+        return jax.jit(kernels.cpp_linear).lower(x, w).as_text()
+
+    assert "pyengine_linear" in hlo(1) and "pyengine_linear" in hlo(kernels.MAX_ROWS)
+    assert "pyengine_linear" not in hlo(kernels.MAX_ROWS + 1)
+    assert "pyengine_linear" not in hlo(8, jnp.bfloat16)
+
+
+def test_forced_native_never_emits_the_custom_call(monkeypatch):
+    monkeypatch.setenv("PYENGINE_IMPL_LINEAR", "native")
+    kernels.linear_impl.cache_clear()
+    try:
+        assert kernels.linear_impl().label == "native"
+        text = jax.jit(kernels.linear).lower(jnp.zeros((4, 16)), jnp.zeros((8, 16))).as_text()
+        assert "pyengine_linear" not in text
+    finally:
+        kernels.linear_impl.cache_clear()
