@@ -14,7 +14,7 @@ from typing import Any
 
 import tf_keras
 
-from pyengine.backends.tf import tf
+from pyengine.backends.tf import kernels, tf
 
 
 def normal(shape: list[int], std: float) -> tf.Tensor:
@@ -93,8 +93,14 @@ class TFConv1D(tf_keras.layers.Layer):
         self.weight = variable(normal([nx, nf], std), scope, "weight")
         self.bias = variable(tf.zeros([1, nf]), scope, "bias")
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(x, self.weight) + self.bias  # [..., out]
+    def call(self, x: tf.Tensor, weight_nk: tf.Tensor | None = None) -> tf.Tensor:
+        """`x @ weight + bias` `[..., out]`; with `weight_nk` (the weight transposed, `[out, in]`, made once
+        per generate call) through `kernels.linear`: the C++ product for a decode step's few rows."""
+        if weight_nk is None:
+            return tf.matmul(x, self.weight) + self.bias
+        flat = tf.reshape(x, [-1, x.shape[-1]])  # [M, in]
+        out = kernels.linear(flat, weight_nk, self.bias)
+        return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [weight_nk.shape[0]]], 0))
 
 
 class TFDense(tf_keras.layers.Layer):

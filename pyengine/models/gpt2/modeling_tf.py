@@ -17,7 +17,7 @@ from typing import Any
 
 import tf_keras
 
-from pyengine.backends.tf import tf
+from pyengine.backends.tf import kernels, tf
 from pyengine.backends.tf.layers import (
     TFConv1D,
     TFEmbedding,
@@ -50,15 +50,16 @@ class TFGPT2Attention(tf_keras.layers.Layer):
         batch, seq = tf.shape(x)[0], tf.shape(x)[1]
         return tf.transpose(tf.reshape(x, [batch, seq, self.num_heads, self.head_dim]), [0, 2, 1, 3])  # [B, H, S, D]
 
-    def call(self, x: tf.Tensor, bias: tf.Tensor, cache: tuple | None, start: Any) -> tuple[tf.Tensor, tuple, tf.Tensor]:
-        query, key, value = (self._heads(t) for t in tf.split(self.c_attn(x), 3, axis=-1))
+    def call(self, x: tf.Tensor, bias: tf.Tensor, cache: tuple | None, start: Any,
+             nk: tuple = (None, None)) -> tuple[tf.Tensor, tuple, tf.Tensor]:  # fmt: skip
+        query, key, value = (self._heads(t) for t in tf.split(self.c_attn(x, nk[0]), 3, axis=-1))
         if cache is not None:
             key, value = update_cache(cache[0], key, start), update_cache(cache[1], value, start)  # [B, H, T, D]
         scores = tf.matmul(query, key, transpose_b=True) * self.scale + bias  # [B, H, S, T]
         probs = tf.nn.softmax(scores, axis=-1)
         out = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])  # [B, S, H, D]
         out = tf.reshape(out, [tf.shape(x)[0], tf.shape(x)[1], self.num_heads * self.head_dim])
-        return self.c_proj(out), (key, value), probs
+        return self.c_proj(out, nk[1]), (key, value), probs
 
 
 class TFGPT2MLP(tf_keras.layers.Layer):
@@ -68,8 +69,8 @@ class TFGPT2MLP(tf_keras.layers.Layer):
         self.c_proj = TFConv1D(config.n_embd, inner, f"{scope}/c_proj", config.initializer_range)
         self.act = get_activation(config.activation_function)
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.c_proj(self.act(self.c_fc(x)))
+    def call(self, x: tf.Tensor, nk: tuple = (None, None)) -> tf.Tensor:
+        return self.c_proj(self.act(self.c_fc(x, nk[0])), nk[1])
 
 
 class TFGPT2Block(tf_keras.layers.Layer):
@@ -83,10 +84,16 @@ class TFGPT2Block(tf_keras.layers.Layer):
         self.ln_2 = TFLayerNorm(config.n_embd, config.layer_norm_epsilon, f"{scope}/ln_2")
         self.mlp = TFGPT2MLP(inner, config, f"{scope}/mlp")
 
-    def call(self, x: tf.Tensor, bias: tf.Tensor, cache: tuple | None, start: Any) -> tuple[tf.Tensor, tuple, tf.Tensor]:
-        attn_out, kv, probs = self.attn(self.ln_1(x), bias, cache, start)
+    def call(self, x: tf.Tensor, bias: tf.Tensor, cache: tuple | None, start: Any,
+             nk: tuple = (None,) * 4) -> tuple[tf.Tensor, tuple, tf.Tensor]:  # fmt: skip
+        """`nk`: the block's Conv1D weights as `[out, in]` copies (attn c_attn, c_proj, mlp c_fc, c_proj) for
+        the decode step's C++ products, or Nones."""
+        attn_out, kv, probs = self.attn(self.ln_1(x), bias, cache, start, nk[:2])
         x = x + attn_out
-        return x + self.mlp(self.ln_2(x)), kv, probs
+        return x + self.mlp(self.ln_2(x), nk[2:]), kv, probs
+
+    def nk_weights(self) -> tuple:
+        return tuple(tf.transpose(c.weight) for c in (self.attn.c_attn, self.attn.c_proj, self.mlp.c_fc, self.mlp.c_proj))
 
 
 class TFGPT2MainLayer(tf_keras.layers.Layer):
@@ -111,8 +118,9 @@ class TFGPT2MainLayer(tf_keras.layers.Layer):
         raise NotImplementedError("GPT-2 head pruning is not implemented for TF (transformers 4.57 neither).")
 
     def run(self, input_ids: tf.Tensor, mask: tf.Tensor, positions: tf.Tensor, caches: list | None, start: Any,
-            inputs_embeds: tf.Tensor | None = None, collect: bool = False) -> tuple:  # fmt: skip
-        """Blocks over `input_ids` `[B, S]` at cache offset `start`; `mask` `[B, T]` covers every key."""
+            inputs_embeds: tf.Tensor | None = None, collect: bool = False, nk: list | None = None) -> tuple:  # fmt: skip
+        """Blocks over `input_ids` `[B, S]` at cache offset `start`; `mask` `[B, T]` covers every key; `nk`:
+        per block, `TFGPT2Block.nk_weights()` (decode steps under XLA)."""
         x = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
         x = x + self.wpe(positions)  # [B, S, E]
         bias = attention_bias(mask, start, tf.shape(x)[1])
@@ -120,7 +128,7 @@ class TFGPT2MainLayer(tf_keras.layers.Layer):
         for i, block in enumerate(self.h):
             if collect:
                 hidden.append(x)
-            x, kv, probs = block(x, bias, None if caches is None else caches[i], start)
+            x, kv, probs = block(x, bias, None if caches is None else caches[i], start, *([nk[i]] if nk else []))
             new_caches.append(kv)
             attentions.append(probs)
         x = self.ln_f(x)
@@ -211,17 +219,29 @@ class TFGPT2LMHeadModel(TFGPT2PreTrainedModel):
         positions = left_pad_positions(mask)[:, :seq]
         x, caches, _, _ = self.transformer.run(input_ids, mask, positions, caches, 0)
         state = {"caches": caches, "mask": mask}
-        if input_ids.shape[0] != 1:  # [E, V] once per call (TFEmbedding.attend); one row: the copy costs more
+        if input_ids.shape[0] != 1 and kernels.linear_impl().label == "cpp" and kernels.in_xla():
+            # Decode steps multiply B rows by every weight: the C++ product (backends/tf/kernels.py) reads
+            # weights `[out, in]`, so the Conv1D weights are transposed once per call; the head is the table.
+            # One row: XLA's own product is as fast as the stream allows, and the copies cost ~140 ms a call.
+            state["nk"] = [block.nk_weights() for block in self.transformer.h]
+        elif input_ids.shape[0] != 1:  # [E, V] once per call (TFEmbedding.attend); one row: the copy costs more
             state["head"] = self.transformer.wte.head_kernel()
-        return self.transformer.wte.attend(x[:, -1], state.get("head")), state  # [B, V]
+        return self._logits(x[:, -1], state), state  # [B, V]
 
     def tf_decode(self, state: dict, tokens: tf.Tensor, cur: Any) -> tuple[tf.Tensor, dict]:
         """One step: `tokens` `[B]` sit at position `cur - 1`; returns the next logits `[B, V]`."""
         mask = state["mask"]
         start = tf.cast(cur, tf.int32) - 1
         positions = tf.gather(left_pad_positions(mask), [start], axis=1)  # [B, 1]
-        x, caches, _, _ = self.transformer.run(tf.cast(tokens, tf.int32)[:, None], mask, positions, state["caches"], start)
-        return self.transformer.wte.attend(x[:, -1], state.get("head")), {**state, "caches": caches}
+        x, caches, _, _ = self.transformer.run(tf.cast(tokens, tf.int32)[:, None], mask, positions, state["caches"],
+                                               start, nk=state.get("nk"))  # fmt: skip
+        return self._logits(x[:, -1], state), {**state, "caches": caches}
+
+    def _logits(self, x: tf.Tensor, state: dict) -> tf.Tensor:
+        """The tied head over the last hidden states `[B, E]` -> `[B, V]`."""
+        if "nk" in state:
+            return kernels.linear(x, self.transformer.wte.embeddings)
+        return self.transformer.wte.attend(x, state.get("head"))
 
     def tf_reorder(self, state: dict, index: tf.Tensor) -> dict:
         """Beam search: row i continues old row `index[i]`."""
