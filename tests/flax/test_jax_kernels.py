@@ -62,3 +62,38 @@ def test_forced_native_never_emits_the_custom_call(monkeypatch):
         assert "pyengine_linear" not in text
     finally:
         kernels.linear_impl.cache_clear()
+
+
+def _reference_attend(q, k, v, visible, scale):
+    """float64 softmax attention of q [B, H, D] over the visible slots of k/v [B, Hkv, T, D]."""
+    groups = q.shape[1] // k.shape[1]
+    k, v = np.repeat(k, groups, axis=1).astype(np.float64), np.repeat(v, groups, axis=1).astype(np.float64)
+    scores = np.einsum("bhd,bhtd->bht", q.astype(np.float64), k) * scale
+    scores = np.where(visible[:, None, :], scores, -np.inf)
+    none = ~visible.any(axis=1)
+    scores[none] = 0.0  # no visible slot: every slot weighs the same
+    probs = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    return np.einsum("bht,bhtd->bhd", probs, v)
+
+
+@pytest.mark.parametrize("impl", kernels.ATTEND_CACHED, ids=lambda i: i.label)
+@pytest.mark.parametrize("shape", [(1, 4, 4, 9, 16), (3, 12, 12, 96, 64), (2, 8, 2, 33, 24)], ids=str)
+def test_attend_cached_matches_reference(impl: Impl, shape, rng):
+    """Left padding (hidden leading slots), slots past the current length, grouped kv heads (8 / 2), and a
+    row with no visible slot at all."""
+    reason = impl.available()
+    if reason is not None:
+        pytest.skip(reason)
+    b, h, hkv, t, d = shape
+    q = rng.standard_normal((b, h, d)).astype(np.float32)
+    k = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
+    v = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
+    visible = np.zeros((b, t), bool)
+    for row in range(b):
+        visible[row, row : max(row + 1, t - 3 * row - 1)] = True  # row r: r pad slots, unwritten tail
+    if b > 2:
+        visible[2] = False
+    out = jax.jit(impl.fn, static_argnums=4)(q, k, v, visible, d**-0.5)
+    assert out.shape == (b, h, d)
+    np.testing.assert_allclose(np.asarray(out), _reference_attend(q, k, v, visible, d**-0.5), rtol=1e-5, atol=2e-5)

@@ -108,4 +108,29 @@ inline void attend_one(const float* q, const Key& key, const Value& value, int64
   for (int64_t d = 0; d < D; ++d) out[d] *= inv;
 }
 
+// Attention of one query head `q` [D] over the T slots of a [T, D] key/value cache, only the slots where
+// `visible[t]` is non-zero (the others are never read). No visible slot: the mean of every value row (what a
+// softmax over all-equal masked scores gives). `scores` is scratch of T floats.
+inline void attend_visible(const float* q, const float* keys, const float* values, const uint8_t* visible,
+                           int64_t T, int64_t D, float scale, float* scores, float* out) {
+  float best = -std::numeric_limits<float>::infinity();
+  bool any = false;
+  for (int64_t t = 0; t < T; ++t) {
+    if (!visible[t]) continue;
+    scores[t] = dot_f32(q, keys + t * D, D) * scale;
+    best = scores[t] > best ? scores[t] : best;
+    any = true;
+  }
+  for (int64_t d = 0; d < D; ++d) out[d] = 0.f;
+  float total = 0.f;
+  for (int64_t t = 0; t < T; ++t) {
+    if (any && !visible[t]) continue;
+    const float p = any ? std::exp(scores[t] - best) : 1.f;
+    total += p;
+    axpy_f32(p, values + t * D, out, D);
+  }
+  const float inv = 1.f / total;
+  for (int64_t d = 0; d < D; ++d) out[d] *= inv;
+}
+
 }  // namespace pyengine

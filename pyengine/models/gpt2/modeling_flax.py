@@ -64,7 +64,10 @@ class FlaxGPT2Attention(nn.Module):
         if layer_cache is not None:
             layer_cache = F.write_cache(layer_cache, k, v, index)
             k, v = layer_cache
-        out, _ = F.attend(q, k, v, mask, self.scale, heads_first=layer_cache is not None)
+        if layer_cache is not None and seq == 1:  # a decode step: only the visible slots (C++ kernel)
+            out = kernels.attend_cached(q[:, 0], k, v, mask[:, 0, 0], self.scale)[:, None]  # [B, 1, H, D]
+        else:
+            out, _ = F.attend(q, k, v, mask, self.scale, heads_first=layer_cache is not None)
         return self.c_proj(out.reshape(batch, seq, self.embed_dim)), layer_cache
 
 
