@@ -40,8 +40,8 @@ def test_linear_matches_reference(impl: Impl, shape, with_bias, rng):
 
 def test_cpp_linear_is_a_custom_call_only_where_it_applies(rng):
     """Up to MAX_ROWS float32 rows the product is the custom call; more rows or bf16 go to XLA's dot."""
-    if kernels._cpp_available() is not None:
-        pytest.skip(kernels._cpp_available())
+    if kernels.cpp_available() is not None:
+        pytest.skip(kernels.cpp_available())
 
     def hlo(m, dtype=jnp.float32):
         x = jnp.zeros((m, 16), dtype)
@@ -97,3 +97,33 @@ def test_attend_cached_matches_reference(impl: Impl, shape, rng):
     out = jax.jit(impl.fn, static_argnums=4)(q, k, v, visible, d**-0.5)
     assert out.shape == (b, h, d)
     np.testing.assert_allclose(np.asarray(out), _reference_attend(q, k, v, visible, d**-0.5), rtol=1e-5, atol=2e-5)
+
+
+def _warper_scores(batch: int, vocab: int, seed: int) -> np.ndarray:
+    s = np.random.default_rng(seed).normal(size=(batch, vocab)).astype(np.float32) * 3
+    if batch > 2:
+        s[1] = -np.inf  # every token banned
+        s[1, 2] = 0.0  # ... but one
+        s[2] = 0.5  # all equal
+    if batch > 3:
+        s[3, : vocab // 2] = -np.inf  # half banned
+    return s
+
+
+@pytest.mark.parametrize("op", ["top_k_mask", "top_p_mask"])
+@pytest.mark.parametrize("shape", [(1, 7), (4, 111), (8, 50257)], ids=str)
+def test_warper_impls_match_reference(op, shape):
+    """Every JAX impl of the warpers (the custom call first) against the NumPy reference, the value traced."""
+    from pyengine.backends.jax.backend import OPS
+    from pyengine.ops import sampling as ref_sampling
+
+    scores = _warper_scores(*shape, seed=shape[1])
+    values = [1, 5, 50, shape[1] + 3] if op == "top_k_mask" else [0.0, 0.3, 0.9, 1.0]
+    for impl in OPS[op]:
+        if impl.available() is not None:
+            continue
+        fn = jax.jit(lambda s, v, keep, impl=impl: impl.fn(s, v, -np.inf, keep), static_argnums=2)
+        for value in values:
+            for keep in (1, 3):
+                want = getattr(ref_sampling, op)(scores, value, -np.inf, keep)
+                np.testing.assert_array_equal(np.asarray(fn(scores, value, keep)), want, err_msg=f"{impl.label} {value} {keep}")

@@ -15,7 +15,13 @@ kernels and the tied embedding in transformers' Flax layout). Implementations, i
 (float32); `native`: the two einsums over every slot (`functional.attend`). At batch 8 the einsums made a
 GPT-2-small step cost ~0.07 ms more per cache slot.
 
-`PYENGINE_IMPL_LINEAR=native` / `PYENGINE_IMPL_ATTEND_CACHED=native` force XLA's own code. The choices are
+`top_k_mask` / `top_p_mask` (the sampling warpers, same arguments as `native.py`): `cpp` runs the row
+kernels the torch `cpp` ops run (csrc/include/pyengine/masks.h) through `pyengine_top_k_mask` /
+`pyengine_top_p_mask`, with top_k / top_p as array inputs (a new value does not recompile). XLA needs 32
+bisection passes for a traced top_k and a full sort for top_p: at batch 8 x 50257, ~5 ms of a sampling step.
+They sit in the JAX backend's op table (backend.py) ahead of `native`.
+
+`PYENGINE_IMPL_<OP>=native` (LINEAR, ATTEND_CACHED, TOP_K_MASK, TOP_P_MASK) forces XLA's own code. The choices are
 made once per process, at the first trace.
 """
 
@@ -29,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from pyengine.backends import xla_targets
+from pyengine.backends.jax import native
 from pyengine.ops.registry import Impl, select
 
 Array = Any
@@ -63,7 +70,7 @@ def cpp_linear(x: Array, w: Array, bias: Array | None = None) -> Array:
 
 
 @functools.cache
-def _cpp_available() -> str | None:
+def cpp_available() -> str | None:
     """None once `pyengine_linear` is registered with JAX's CPU backend, else why it is not."""
     reason = xla_targets.available()
     if reason is not None:
@@ -100,8 +107,31 @@ def cpp_attend_cached(q: Array, k: Array, v: Array, visible: Array, scale: float
     return call(q, k, v, visible.astype(jnp.uint8))
 
 
-LINEAR = [Impl("cpp", cpp_linear, available=_cpp_available), Impl("native", native_linear)]
-ATTEND_CACHED = [Impl("cpp", cpp_attend_cached, available=_cpp_available), Impl("native", native_attend_cached)]
+def _mask_call(target: str, scores: Array, value: Array, filter_value: Any, min_tokens_to_keep: Any) -> Array | None:
+    """The custom call of a warper, or None when its arguments need the native op (not float32 [B, V], a
+    traced min_tokens_to_keep or filter value)."""
+    static = isinstance(min_tokens_to_keep, int) and isinstance(filter_value, (int, float))
+    if not static or scores.ndim != 2 or scores.dtype != jnp.dtype(jnp.float32) or 0 in scores.shape:
+        return None
+    b, v = scores.shape
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct((b, v), jnp.float32),
+                            custom_call_api_version=xla_targets.STATUS_RETURNING_UNIFIED,
+                            legacy_backend_config=f"{b} {v} {min_tokens_to_keep} {float(filter_value)!r}")  # fmt: skip
+    return call(scores, value)
+
+
+def cpp_top_k_mask(scores: Array, top_k: Any, filter_value: float = -float("inf"), min_tokens_to_keep: Any = 1) -> Array:
+    out = _mask_call("pyengine_top_k_mask", scores, jnp.asarray(top_k, jnp.int32), filter_value, min_tokens_to_keep)
+    return native.top_k_mask(scores, top_k, filter_value, min_tokens_to_keep) if out is None else out
+
+
+def cpp_top_p_mask(scores: Array, top_p: Any, filter_value: float = -float("inf"), min_tokens_to_keep: Any = 1) -> Array:
+    out = _mask_call("pyengine_top_p_mask", scores, jnp.asarray(top_p, jnp.float32), filter_value, min_tokens_to_keep)
+    return native.top_p_mask(scores, top_p, filter_value, min_tokens_to_keep) if out is None else out
+
+
+LINEAR = [Impl("cpp", cpp_linear, available=cpp_available), Impl("native", native_linear)]
+ATTEND_CACHED = [Impl("cpp", cpp_attend_cached, available=cpp_available), Impl("native", native_attend_cached)]
 
 
 @functools.cache
