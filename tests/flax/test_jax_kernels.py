@@ -127,3 +127,25 @@ def test_warper_impls_match_reference(op, shape):
             for keep in (1, 3):
                 want = getattr(ref_sampling, op)(scores, value, -np.inf, keep)
                 np.testing.assert_array_equal(np.asarray(fn(scores, value, keep)), want, err_msg=f"{impl.label} {value} {keep}")
+
+
+def test_without_the_library_native_runs_and_cpp_says_why(monkeypatch):
+    """pyengine._xla missing (simulated): the automatic choice is XLA's own code; forcing cpp names the reason."""
+    import warnings
+
+    from pyengine.backends import xla_targets
+    from pyengine.ops.registry import select
+
+    monkeypatch.setattr(xla_targets, "_state", {"reason": "simulated: pyengine._xla is not built"})
+    kernels.cpp_available.cache_clear()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert select("linear", kernels.LINEAR).label == "native"
+        x, w = np.ones((2, 16), np.float32), np.ones((8, 16), np.float32)
+        np.testing.assert_allclose(np.asarray(select("linear", kernels.LINEAR).fn(x, w)), x @ w.T)
+        monkeypatch.setenv("PYENGINE_IMPL_LINEAR", "cpp")
+        with pytest.raises(RuntimeError, match="simulated: pyengine._xla is not built"):
+            select("linear", kernels.LINEAR)
+    finally:
+        kernels.cpp_available.cache_clear()
