@@ -265,7 +265,7 @@ class FlaxGenerationMixin:
             return logits[:, -1], {"cache": cache, "enc": enc, "enc_mask": enc_mask}
         full_mask = jnp.concatenate([mask, jnp.ones((batch, total - start), dtype=jnp.int32)], axis=1)
         positions = jnp.where(mask == 0, 1, jnp.cumsum(mask, axis=-1) - 1)
-        logits, cache = self._decode_step(params, prompt, full_mask, positions, cache)
+        logits, cache = self._decode_step(params, prompt, full_mask, positions, cache, last_only=True)
         return logits[:, -1], {"cache": cache, "mask": full_mask, "pos": positions[:, -1]}
 
     def _gen_step(self, params: Any, state: dict, next_tokens: Any) -> tuple[Any, dict]:

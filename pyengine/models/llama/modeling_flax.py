@@ -6,8 +6,8 @@ Parameter paths match transformers' Flax LLaMA (`model/layers/0/self_attn/q_proj
 Grouped key/value heads and the "linear" / "llama3" RoPE scalings follow our PyTorch model.
 
 Engine contract (`FlaxLlamaForCausalLM`): `init_cache(batch, max_length)` and
-`_decode_step(params, input_ids [B, S], attention_mask [B, T], position_ids [B, S], cache)` →
-(logits `[B, S, V]` float32, cache).
+`_decode_step(params, input_ids [B, S], attention_mask [B, T], position_ids [B, S], cache, last_only)`
+→ (logits `[B, S, V]` float32, or `[B, 1, V]` with last_only, cache).
 """
 
 from __future__ import annotations
@@ -185,8 +185,12 @@ class FlaxLlamaForCausalLMModule(nn.Module):
             self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype,
                                     kernel_init=jax.nn.initializers.normal(self.config.initializer_range))  # fmt: skip
 
-    def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None) -> tuple[Any, Any]:
+    def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
+                 last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
+        """Logits `[B, S, V]`, or `[B, 1, V]` of the last position with `last_only` (generate's prefill)."""
         hidden, cache = self.model(input_ids, attention_mask, position_ids, cache)
+        if last_only:
+            hidden = hidden[:, -1:]
         logits = self.model.embed_tokens.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
         return logits, cache
 
@@ -247,6 +251,7 @@ class FlaxLlamaForCausalLM(FlaxLlamaPreTrainedModel):
             return (logits, cache) if cache is not None else (logits,)
         return FlaxCausalLMOutput(logits=logits, past_key_values=cache)
 
-    def _decode_step(self, params: Any, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any) -> tuple[Any, Any]:
-        logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache)
+    def _decode_step(self, params: Any, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any,
+                     last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
+        logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache, last_only)
         return logits.astype(jnp.float32), cache
