@@ -278,6 +278,11 @@ class FlaxGenerationMixin:
         logits, cache = self._decode_step(params, tokens, state["mask"], pos[:, None], state["cache"])
         return logits[:, 0], {**state, "cache": cache, "pos": pos}
 
+    def _decode_params(self, params: Any, batch: int) -> Any:
+        """The parameters the compiled loop hands to every step (a model may add layouts its decode step
+        reads faster, computed here once per call). Default: `params` as they are."""
+        return params
+
     # -- trace=True: one jitted function ------------------------------------------------------------------------
     def _generate_compiled(self, plan: DecodePlan, params: Any, prompt: Any, mask: Any, encoder: Any, key: Any) -> tuple:
         structure, values = _split_values(plan)
@@ -296,6 +301,7 @@ class FlaxGenerationMixin:
         def generate_fn(params: Any, prompt: Any, mask: Any, enc: Any, values: Any, key: Any) -> tuple:
             self.__dict__["_generate_compilations"] = self.__dict__.get("_generate_compilations", 0) + 1  # trace time
             traced = dataclasses.replace(plan, processors=_with_values(plan.processors, values))
+            params = self._decode_params(params, prompt.shape[0])  # once per call, outside the loop
             first, state = self._gen_prefill(params, prompt, mask, plan.max_length, enc if seq2seq else None)
             step = lambda st, tokens, cur: self._gen_step(params, st, tokens)  # noqa: E731
             result = run_compiled(traced, backend, prompt, first, state, step, rng=key)

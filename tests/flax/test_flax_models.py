@@ -193,3 +193,23 @@ def test_cached_decode_steps_match_pytorch_logits(saved, name):
                     past_key_values=out.past_key_values)  # fmt: skip
         steps.append(np.asarray(out.logits))
     _assert_close(np.concatenate(steps, axis=1), ref, MASK.astype(bool))
+
+
+def test_llama_decode_params_hold_the_fused_transposed_weights(saved):
+    """Batch > 1 on the C++ products: q/k/v and gate/up side by side as [out, in], the other kernels
+    transposed; batch 1 keeps the parameters as they are (the tokens tests above run both)."""
+    from pyengine.backends.jax import kernels
+
+    model, _, _ = saved["llama"]
+    if kernels.linear_impl().label != "cpp":
+        pytest.skip("the C++ products are not in use here")
+    params = model.params
+    assert model._decode_params(params, 1) is params
+    layer = model._decode_params(params, 2)["model"]["layers"]["0"]
+    attn, mlp, cfg = layer["self_attn"], layer["mlp"], model.config
+    q_out = cfg.num_attention_heads * cfg.head_dim
+    kv_out = cfg.num_key_value_heads * cfg.head_dim
+    assert attn["qkv_t"].shape == (q_out + 2 * kv_out, cfg.hidden_size)
+    np.testing.assert_array_equal(np.asarray(attn["qkv_t"][:q_out]), np.asarray(attn["q_proj"]["kernel"]).T)
+    assert mlp["gate_up_t"].shape == (2 * cfg.intermediate_size, cfg.hidden_size)
+    np.testing.assert_array_equal(np.asarray(attn["o_proj"]["kernel_t"]), np.asarray(attn["o_proj"]["kernel"]).T)

@@ -13,6 +13,7 @@ Engine contract (`FlaxLlamaForCausalLM`): `init_cache(batch, max_length)` and
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pyengine.backends.jax import functional as F
+from pyengine.backends.jax import kernels
 from pyengine.modeling_flax_utils import FlaxBaseModelOutput, FlaxCausalLMOutput, FlaxPreTrainedModel
 from pyengine.models.llama import convert
 from pyengine.models.llama.config import LlamaConfig
@@ -38,6 +40,45 @@ class FlaxLlamaRMSNorm(nn.Module):
         h = x.astype(jnp.float32)
         h = h * jax.lax.rsqrt(jnp.mean(h * h, axis=-1, keepdims=True) + self.eps)
         return weight.astype(self.dtype) * h.astype(self.dtype)
+
+
+class FlaxDense(nn.Module):
+    """`nn.Dense`'s parameters (`kernel` `[in, out]`, `bias` `[out]`: transformers' Flax names and layout). When
+    the parameters also hold `kernel_t` (`[out, in]`, added once per generate call by
+    `FlaxLlamaForCausalLM._decode_params`), a decode step's few rows go through `kernels.linear` (the C++
+    kernel reads weights `[out, in]`); otherwise, and for prefill's many rows, XLA's dot on the stored kernel.
+    (Transposing in here would run every step: XLA does not hoist it out of the decode loop.)"""
+
+    features: int
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    kernel_init: Any = jax.nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: Any) -> Any:
+        kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.features))
+        bias = self.param("bias", jax.nn.initializers.zeros, (self.features,)) if self.use_bias else None
+        flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)  # [M, in]
+        kernel = kernel.astype(self.dtype)
+        bias = None if bias is None else bias.astype(self.dtype)
+        if flat.shape[0] <= kernels.MAX_ROWS and self.has_variable("params", "kernel_t"):
+            y = kernels.linear(flat, self.get_variable("params", "kernel_t").astype(self.dtype), bias)
+        else:
+            y = flat @ kernel if bias is None else flat @ kernel + bias
+        return y.reshape(*x.shape[:-1], self.features)
+
+
+def decode_product(module: nn.Module, group: str, x: Any) -> Any:
+    """x `[B, S, in]` times the `<group>_t` weights `[out, in]` (+ `<group>_b`) that `_decode_params` placed in
+    `module`'s parameters (several Dense kernels side by side), through `kernels.linear`; None when they are
+    not there or there are too many rows (then the caller runs its Dense layers one by one)."""
+    rows = x.shape[0] * x.shape[1]
+    if rows > kernels.MAX_ROWS or not module.has_variable("params", f"{group}_t"):
+        return None
+    weight = module.get_variable("params", f"{group}_t").astype(module.dtype)
+    bias = module.get_variable("params", f"{group}_b") if module.has_variable("params", f"{group}_b") else None
+    out = kernels.linear(x.reshape(rows, -1).astype(module.dtype), weight, None if bias is None else bias.astype(module.dtype))
+    return out.reshape(*x.shape[:-1], -1)
 
 
 def rope_inv_freq(config: LlamaConfig) -> np.ndarray:
@@ -78,7 +119,7 @@ class FlaxLlamaAttention(nn.Module):
         if c.num_attention_heads % c.num_key_value_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads.")
         init = jax.nn.initializers.normal(c.initializer_range)
-        dense = lambda n: nn.Dense(n, use_bias=c.attention_bias, dtype=self.dtype, kernel_init=init)  # noqa: E731
+        dense = lambda n: FlaxDense(n, use_bias=c.attention_bias, dtype=self.dtype, kernel_init=init)  # noqa: E731
         self.q_proj = dense(c.num_attention_heads * c.head_dim)
         self.k_proj = dense(c.num_key_value_heads * c.head_dim)
         self.v_proj = dense(c.num_key_value_heads * c.head_dim)
@@ -86,14 +127,22 @@ class FlaxLlamaAttention(nn.Module):
 
     def __call__(self, x: Any, cos_sin: tuple[Any, Any], mask: Any, layer_cache: Any, index: Any) -> tuple[Any, Any]:
         batch, seq = x.shape[:2]
-        d = self.config.head_dim
-        q = apply_rope(self.q_proj(x).reshape(batch, seq, -1, d), *cos_sin)
-        k = apply_rope(self.k_proj(x).reshape(batch, seq, -1, d), *cos_sin)
-        v = self.v_proj(x).reshape(batch, seq, -1, d)
+        c, d = self.config, self.config.head_dim
+        fused = decode_product(self, "qkv", x)  # a decode step: q, k, v in one C++ product
+        if fused is not None:
+            q, k, v = jnp.split(fused, [c.num_attention_heads * d, (c.num_attention_heads + c.num_key_value_heads) * d], -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = apply_rope(q.reshape(batch, seq, -1, d), *cos_sin)
+        k = apply_rope(k.reshape(batch, seq, -1, d), *cos_sin)
+        v = v.reshape(batch, seq, -1, d)
         if layer_cache is not None:
             layer_cache = F.write_cache(layer_cache, k, v, index)
             k, v = layer_cache
-        out, _ = F.attend(q, k, v, mask, d**-0.5, heads_first=layer_cache is not None)
+        if layer_cache is not None and seq == 1:  # a decode step: only the visible slots (C++ kernel)
+            out = kernels.attend_cached(q[:, 0], k, v, mask[:, 0, 0], d**-0.5)[:, None]  # [B, 1, H, D]
+        else:
+            out, _ = F.attend(q, k, v, mask, d**-0.5, heads_first=layer_cache is not None)
         return self.o_proj(out.reshape(batch, seq, -1)), layer_cache
 
 
@@ -104,13 +153,15 @@ class FlaxLlamaMLP(nn.Module):
     def setup(self) -> None:
         c = self.config
         init = jax.nn.initializers.normal(c.initializer_range)
-        self.gate_proj = nn.Dense(c.intermediate_size, use_bias=c.mlp_bias, dtype=self.dtype, kernel_init=init)
-        self.up_proj = nn.Dense(c.intermediate_size, use_bias=c.mlp_bias, dtype=self.dtype, kernel_init=init)
-        self.down_proj = nn.Dense(c.hidden_size, use_bias=c.mlp_bias, dtype=self.dtype, kernel_init=init)
+        self.gate_proj = FlaxDense(c.intermediate_size, use_bias=c.mlp_bias, dtype=self.dtype, kernel_init=init)
+        self.up_proj = FlaxDense(c.intermediate_size, use_bias=c.mlp_bias, dtype=self.dtype, kernel_init=init)
+        self.down_proj = FlaxDense(c.hidden_size, use_bias=c.mlp_bias, dtype=self.dtype, kernel_init=init)
         self.act = F.get_activation(c.hidden_act)
 
     def __call__(self, x: Any) -> Any:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        fused = decode_product(self, "gate_up", x)  # a decode step: gate and up in one C++ product
+        gate, up = jnp.split(fused, 2, -1) if fused is not None else (self.gate_proj(x), self.up_proj(x))
+        return self.down_proj(self.act(gate) * up)
 
 
 class FlaxLlamaDecoderLayer(nn.Module):
@@ -182,7 +233,7 @@ class FlaxLlamaForCausalLMModule(nn.Module):
     def setup(self) -> None:
         self.model = FlaxLlamaModule(self.config, self.dtype)
         if not self.config.tie_word_embeddings:
-            self.lm_head = nn.Dense(self.config.vocab_size, use_bias=False, dtype=self.dtype,
+            self.lm_head = FlaxDense(self.config.vocab_size, use_bias=False, dtype=self.dtype,
                                     kernel_init=jax.nn.initializers.normal(self.config.initializer_range))  # fmt: skip
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
@@ -191,7 +242,12 @@ class FlaxLlamaForCausalLMModule(nn.Module):
         hidden, cache = self.model(input_ids, attention_mask, position_ids, cache)
         if last_only:
             hidden = hidden[:, -1:]
-        logits = self.model.embed_tokens.attend(hidden) if self.config.tie_word_embeddings else self.lm_head(hidden)
+        if self.config.tie_word_embeddings:  # hidden @ table.T: the table is already [out, in]
+            table = self.model.embed_tokens.embedding.astype(self.dtype)
+            flat = kernels.linear(hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype), table)
+            logits = flat.reshape(*hidden.shape[:-1], -1)
+        else:
+            logits = self.lm_head(hidden)
         return logits, cache
 
 
@@ -255,3 +311,29 @@ class FlaxLlamaForCausalLM(FlaxLlamaPreTrainedModel):
                      last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
         logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache, last_only)
         return logits.astype(jnp.float32), cache
+
+    def _decode_params(self, params: Any, batch: int) -> Any:
+        """Adds `kernel_t` (`[out, in]`) next to every Dense kernel for the decode steps' C++ products (see
+        FlaxDense). Not at batch 1: there XLA's own product already streams the weights about as fast, and
+        the copies (~0.5 GB for SmolLM2-135M) would cost about two steps."""
+        if batch == 1 or kernels.linear_impl().label != "cpp":
+            return params
+
+        groups = {"qkv": ("q_proj", "k_proj", "v_proj"), "gate_up": ("gate_proj", "up_proj")}
+        grouped = {name for names in groups.values() for name in names}
+
+        def add(tree: Any) -> Any:
+            if not isinstance(tree, Mapping):
+                return tree
+            out = {k: add(v) if k not in grouped else v for k, v in tree.items()}
+            for group, names in groups.items():  # decode_product: the group's kernels side by side
+                if all(n in tree for n in names):
+                    out[f"{group}_t"] = jnp.concatenate([tree[n]["kernel"].T for n in names], axis=0)
+                    if all("bias" in tree[n] for n in names):
+                        out[f"{group}_b"] = jnp.concatenate([tree[n]["bias"] for n in names])
+            kernel = tree.get("kernel")
+            if kernel is not None and getattr(kernel, "ndim", 0) == 2:  # FlaxDense
+                out["kernel_t"] = kernel.T
+            return out
+
+        return add(params)
