@@ -98,9 +98,15 @@ class TFConv1D(tf_keras.layers.Layer):
         per generate call) through `kernels.linear`: the C++ product for a decode step's few rows."""
         if weight_nk is None:
             return tf.matmul(x, self.weight) + self.bias
-        flat = tf.reshape(x, [-1, x.shape[-1]])  # [M, in]
-        out = kernels.linear(flat, weight_nk, self.bias)
-        return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [weight_nk.shape[0]]], 0))
+        return linear_nk(x, weight_nk, self.bias)
+
+
+def linear_nk(x: tf.Tensor, weight_nk: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """`x @ weight_nk.T + bias` over the last axis of x `[..., in]` (weight `[out, in]`) through
+    `kernels.linear`: the C++ product for a decode step's few rows under XLA."""
+    flat = tf.reshape(x, [-1, x.shape[-1]])  # [M, in]
+    out = kernels.linear(flat, weight_nk, bias)
+    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [weight_nk.shape[0]]], 0))
 
 
 class TFDense(tf_keras.layers.Layer):

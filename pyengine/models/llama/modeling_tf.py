@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tf_keras
 
-from pyengine.backends.tf import tf
+from pyengine.backends.tf import kernels, tf
 from pyengine.backends.tf.layers import (
     TFDense,
     TFEmbedding,
@@ -26,6 +26,7 @@ from pyengine.backends.tf.layers import (
     attention_bias,
     get_activation,
     left_pad_positions,
+    linear_nk,
     update_cache,
 )
 from pyengine.modeling_tf_utils import TFBaseModelOutputWithPast, TFCausalLMOutputWithPast, TFPreTrainedModel
@@ -61,6 +62,13 @@ def _rotate_half(x: tf.Tensor) -> tf.Tensor:
     return tf.concat([-x[..., half:], x[..., :half]], axis=-1)
 
 
+def _side_by_side(dense: tuple) -> tuple[tf.Tensor, tf.Tensor]:
+    """Dense layers' kernels as one `[sum(out), in]` weight, and their biases `[sum(out)]` (zeros if none)."""
+    weight = tf.concat([tf.transpose(d.kernel) for d in dense], 0)
+    bias = tf.concat([d.bias if d.bias is not None else tf.zeros([d.kernel.shape[1]]) for d in dense], 0)
+    return weight, bias
+
+
 class TFLlamaAttention(tf_keras.layers.Layer):
     def __init__(self, config: LlamaConfig, scope: str) -> None:
         super().__init__(name="self_attn")
@@ -76,9 +84,13 @@ class TFLlamaAttention(tf_keras.layers.Layer):
         return tf.transpose(tf.reshape(x, [b, s, heads, self.head_dim]), [0, 2, 1, 3])  # [B, heads, S, D]
 
     def call(self, x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, bias: tf.Tensor, cache: tuple | None,
-             start: Any) -> tuple[tf.Tensor, tuple]:  # fmt: skip
-        q, k, v = self._split(self.q_proj(x), self.heads), self._split(self.k_proj(x), self.kv_heads), \
-            self._split(self.v_proj(x), self.kv_heads)  # fmt: skip
+             start: Any, nk: tuple | None = None) -> tuple[tf.Tensor, tuple]:  # fmt: skip
+        if nk is not None:  # a decode step: q, k, v in one C++ product (see nk_weights)
+            qkv = linear_nk(x, nk[0], nk[1])
+            q, k, v = tf.split(qkv, [self.heads * self.head_dim] + [self.kv_heads * self.head_dim] * 2, axis=-1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self._split(q, self.heads), self._split(k, self.kv_heads), self._split(v, self.kv_heads)
         cos, sin = cos[:, None], sin[:, None]  # [B, 1, S, D]
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         if cache is not None:
@@ -88,7 +100,12 @@ class TFLlamaAttention(tf_keras.layers.Layer):
         scores = tf.matmul(q, keys, transpose_b=True) * (self.head_dim**-0.5) + bias
         out = tf.transpose(tf.matmul(tf.nn.softmax(scores, axis=-1), values), [0, 2, 1, 3])  # [B, S, H, D]
         out = tf.reshape(out, [tf.shape(x)[0], tf.shape(x)[1], self.heads * self.head_dim])
-        return self.o_proj(out), (k, v)
+        return (self.o_proj(out) if nk is None else linear_nk(out, nk[2], self.o_proj.bias)), (k, v)
+
+    def nk_weights(self) -> tuple:
+        """(q|k|v weights `[out, in]` side by side, their biases (zeros without: loop state holds no None),
+        o_proj's `[out, in]`)."""
+        return _side_by_side((self.q_proj, self.k_proj, self.v_proj)) + (tf.transpose(self.o_proj.kernel),)
 
 
 class TFLlamaMLP(tf_keras.layers.Layer):
@@ -100,8 +117,15 @@ class TFLlamaMLP(tf_keras.layers.Layer):
         self.down_proj = TFDense(e, i, f"{scope}/down_proj", std, bias)
         self.act = get_activation(config.hidden_act)
 
-    def call(self, x: tf.Tensor) -> tf.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+    def call(self, x: tf.Tensor, nk: tuple | None = None) -> tf.Tensor:
+        if nk is None:
+            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = tf.split(linear_nk(x, nk[0], nk[1]), 2, axis=-1)  # a decode step: one C++ product
+        return linear_nk(self.act(gate) * up, nk[2], self.down_proj.bias)
+
+    def nk_weights(self) -> tuple:
+        """(gate|up weights `[out, in]` side by side, their biases (or zeros), down_proj's `[out, in]`)."""
+        return _side_by_side((self.gate_proj, self.up_proj)) + (tf.transpose(self.down_proj.kernel),)
 
 
 class TFLlamaDecoderLayer(tf_keras.layers.Layer):
@@ -113,10 +137,14 @@ class TFLlamaDecoderLayer(tf_keras.layers.Layer):
                                                   f"{scope}/post_attention_layernorm")  # fmt: skip
         self.mlp = TFLlamaMLP(config, f"{scope}/mlp")
 
-    def call(self, x, cos, sin, bias, cache, start):  # noqa: ANN001, ANN201
-        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, bias, cache, start)
+    def call(self, x, cos, sin, bias, cache, start, nk=None):  # noqa: ANN001, ANN201
+        """`nk`: `nk_weights()` for a decode step's C++ products, or None."""
+        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, bias, cache, start, None if nk is None else nk[0])
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), kv
+        return x + self.mlp(self.post_attention_layernorm(x), None if nk is None else nk[1]), kv
+
+    def nk_weights(self) -> tuple:
+        return self.self_attn.nk_weights(), self.mlp.nk_weights()
 
 
 class TFLlamaMainLayer(tf_keras.layers.Layer):
@@ -140,7 +168,7 @@ class TFLlamaMainLayer(tf_keras.layers.Layer):
     def _prune_heads(self, heads_to_prune: dict[int, list[int]]) -> None:
         raise NotImplementedError("LLaMA head pruning is not implemented (no transformers model prunes LLaMA).")
 
-    def run(self, input_ids, mask, positions, caches, start, inputs_embeds=None):  # noqa: ANN001, ANN201
+    def run(self, input_ids, mask, positions, caches, start, inputs_embeds=None, nk=None):  # noqa: ANN001, ANN201
         x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         freqs = tf.cast(positions, tf.float32)[..., None] * self.inv_freq  # [B, S, D/2]
         emb = tf.concat([freqs, freqs], axis=-1)
@@ -148,7 +176,7 @@ class TFLlamaMainLayer(tf_keras.layers.Layer):
         bias = attention_bias(mask, start, tf.shape(x)[1])
         new_caches = []
         for i, layer in enumerate(self.layers_):
-            x, kv = layer(x, cos, sin, bias, None if caches is None else caches[i], start)
+            x, kv = layer(x, cos, sin, bias, None if caches is None else caches[i], start, *([nk[i]] if nk else []))
             new_caches.append(kv)
         return self.norm(x), new_caches
 
@@ -230,14 +258,30 @@ class TFLlamaForCausalLM(TFLlamaPreTrainedModel):
         caches = [(tf.zeros(shape), tf.zeros(shape)) for _ in range(cfg.num_hidden_layers)]
         positions = left_pad_positions(mask)[:, : input_ids.shape[1]]
         x, caches = self.model.run(input_ids, mask, positions, caches, 0)
-        return self._logits(x[:, -1]), {"caches": caches, "mask": mask}
+        state = {"caches": caches, "mask": mask}
+        if input_ids.shape[0] != 1 and kernels.linear_impl().label == "cpp" and kernels.in_xla():
+            # Decode steps multiply B rows by every weight: the C++ product reads weights `[out, in]`, so the
+            # Dense kernels are transposed once per call (q|k|v and gate|up side by side: one product each).
+            # One row: XLA's own product streams about as fast, and the copies would cost more than they save.
+            state["nk"] = [layer.nk_weights() for layer in self.model.layers_]
+            if self.lm_head is not None:
+                state["head_nk"] = tf.transpose(self.lm_head.kernel)
+        return self._decode_logits(x[:, -1], state), state
 
     def tf_decode(self, state: dict, tokens: tf.Tensor, cur: Any) -> tuple[tf.Tensor, dict]:
         mask, start = state["mask"], tf.cast(cur, tf.int32) - 1
         positions = tf.gather(left_pad_positions(mask), [start], axis=1)  # [B, 1]
-        x, caches = self.model.run(tf.cast(tokens, tf.int32)[:, None], mask, positions, state["caches"], start)
-        return self._logits(x[:, -1]), {"caches": caches, "mask": mask}
+        x, caches = self.model.run(tf.cast(tokens, tf.int32)[:, None], mask, positions, state["caches"], start,
+                                   nk=state.get("nk"))  # fmt: skip
+        return self._decode_logits(x[:, -1], state), {**state, "caches": caches}
+
+    def _decode_logits(self, x: tf.Tensor, state: dict) -> tf.Tensor:
+        """Logits `[B, V]` of the last hidden states `[B, E]`; on the C++ product when `state` holds `nk`."""
+        if "nk" not in state:
+            return self._logits(x)
+        table = self.model.embed_tokens.embeddings if self.lm_head is None else state["head_nk"]  # [V, E]
+        return kernels.linear(x, table)
 
     def tf_reorder(self, state: dict, index: tf.Tensor) -> dict:
         caches = [(tf.gather(k, index), tf.gather(v, index)) for k, v in state["caches"]]
-        return {"caches": caches, "mask": tf.gather(state["mask"], index)}
+        return {**state, "caches": caches, "mask": tf.gather(state["mask"], index)}
