@@ -75,7 +75,16 @@ def _top(x: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k best per row: NaN first (torch.topk's order), then value descending; ties to the lower
     index."""
     nan = np.isnan(x)
-    return np.lexsort((np.where(nan, 0, -x), ~nan), axis=-1)[:, :k]
+    if nan.any() or k >= x.shape[-1]:
+        return np.lexsort((np.where(nan, 0, -x), ~nan), axis=-1)[:, :k]
+    # Same order without sorting whole rows (beam rows are K x V long): everything >= the k-th largest value
+    # (ties at it included), then those few sorted by value descending, index ascending.
+    kth = np.partition(x, x.shape[-1] - k, axis=-1)[:, x.shape[-1] - k]
+    out = np.empty((x.shape[0], k), np.int64)
+    for row in range(x.shape[0]):
+        cand = np.flatnonzero(x[row] >= kth[row])
+        out[row] = cand[np.lexsort((cand, -x[row, cand]))[:k]]
+    return out
 
 
 def _gather(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
