@@ -127,7 +127,8 @@ class TFGenerationMixin:
         )  # fmt: skip
         plan.fused_select = None  # the fused greedy/sample kernels are torch ops; TF runs the processor chain
         if config.num_beams > 1:
-            return self._generate_beam(config, plan, prompt, mask, encoder, seed)
+            return self._generate_beam(config, plan, prompt, mask, encoder, seed,
+                                       compiled=model_kwargs.get("jit_compile") is not False)  # fmt: skip
         if self._can_compile(config, plan, model_kwargs):
             result = self._generate_compiled(config, plan, prompt, mask, encoder, seed)
         else:
@@ -304,14 +305,14 @@ class TFGenerationMixin:
         return result.sequences, result.length, scores
 
     def _generate_beam(self, config: GenerationConfig, plan: Any, prompt: np.ndarray, mask: np.ndarray,
-                       encoder: Any, seed: Any) -> Any:  # fmt: skip
+                       encoder: Any, seed: Any, compiled: bool = True) -> Any:  # fmt: skip
         from pyengine.backends.numpy.backend import NumpyBackend
         from pyengine.backends.tf import tf
         from pyengine.engine.beam_scorer import BeamSearchScorer
         from pyengine.engine.beam_search import run_beam
         from pyengine.engine.group_beam_search import run_group_beam
 
-        step = _EagerStep(self, mask, encoder, plan.max_length, numpy_out=True)
+        step = _EagerStep(self, mask, encoder, plan.max_length, numpy_out=True, compiled=compiled)
         backend = NumpyBackend()
         rng = np.random.default_rng(None if seed is None else _seed_pair(seed)[0])
         if config.num_beam_groups > 1:
@@ -332,16 +333,28 @@ class TFGenerationMixin:
 
 
 class _EagerStep:
-    """The model's part of the eager loops: token history `[B, cur]` -> next-token logits `[B, V]` float32.
+    """The model's part of the host-side loops: token history `[B, cur]` -> next-token logits `[B, V]` float32.
 
     The first call runs the prompt (`tf_prefill`), later calls only the newest token (`tf_decode`).
-    Beam search (`numpy_out`) gets NumPy logits and reorders the cache with `reorder`.
+    Beam search (`numpy_out`) gets NumPy logits and reorders the cache with `reorder`. With `compiled`, the
+    prompt pass and the step are `tf.function(jit_compile=True)` functions cached on the model (one
+    compilation per prompt shape, one per cache shape), so only the beam bookkeeping runs on the host.
     """
 
-    def __init__(self, model: Any, mask: np.ndarray, encoder: Any, max_length: int, numpy_out: bool = False) -> None:
+    def __init__(self, model: Any, mask: np.ndarray, encoder: Any, max_length: int, numpy_out: bool = False,
+                 compiled: bool = False) -> None:  # fmt: skip
         self.model, self.mask, self.encoder, self.max_length = model, mask, encoder, max_length
         self.numpy_out = numpy_out
         self.state = None
+        self.start, self.decode = model._start, functools.partial(_changed_only, model.tf_decode)
+        if compiled:
+            from pyengine.backends.tf import tf
+
+            fns = model.__dict__.setdefault("_pyengine_step_fns", {})
+            if not fns:
+                fns["start"] = tf.function(model._start, jit_compile=True)
+                fns["decode"] = tf.function(functools.partial(_changed_only, model.tf_decode), jit_compile=True)
+            self.start, self.decode = fns["start"], fns["decode"]  # (the reorder's eager gather measured faster)
 
     def __call__(self, tokens: Any) -> Any:
         from pyengine.backends.tf import tf
@@ -349,10 +362,11 @@ class _EagerStep:
         cur = tokens.shape[1]
         if self.state is None:
             prompt = tf.constant(np.asarray(tokens), tf.int32)
-            logits, self.state = self.model._start(prompt, tf.constant(self.mask), self.encoder, self.max_length)
+            logits, self.state = self.start(prompt, tf.constant(self.mask), self.encoder, self.max_length)
         else:
             last = tf.constant(np.asarray(tokens[:, -1]), tf.int32)
-            logits, self.state = self.model.tf_decode(self.state, last, tf.constant(cur, tf.int32))
+            logits, changed = self.decode(self.state, last, tf.constant(cur, tf.int32))
+            self.state = {**self.state, **changed}
         logits = self.model.adjust_logits_during_generation(tf.cast(logits, tf.float32), cur_len=cur)
         return logits.numpy() if self.numpy_out else logits
 
@@ -363,6 +377,13 @@ class _EagerStep:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+def _changed_only(decode: Any, state: dict, tokens: Any, cur: Any) -> tuple[Any, dict]:
+    """`decode`'s logits and only the state entries it replaced: handing back an unchanged input (weights
+    transposed for the step, hundreds of MB) from an XLA function would copy it on every call."""
+    logits, new = decode(state, tokens, cur)
+    return logits, {k: v for k, v in new.items() if state.get(k) is not v}
+
+
 def _executing_eagerly() -> bool:
     from pyengine.backends.tf import tf
 
