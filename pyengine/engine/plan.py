@@ -7,6 +7,7 @@ the vocabulary too, so bad input fails before any model or kernel runs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -127,6 +128,31 @@ def build_plan(
     if num_beams == 1:
         plan.fused_select = fuse_greedy(plan)
     return plan
+
+
+def with_every_warper(plan: DecodePlan, vocab_size: int) -> DecodePlan:
+    """For a compiled loop: the plan with temperature, top-k and top-p always in its warper tail, at values
+    that change nothing where the config had none (1.0, the vocabulary size, 1.0).
+
+    A compiled loop takes warper values as arrays but is keyed by which warpers exist, so going from the
+    defaults to `temperature=0.7, top_p=0.9` would compile again; with every warper present it only changes
+    values. The neutral values give the same tokens: x / 1.0 == x; top-k of V keeps every token; top-p of 1.0
+    removes only zero-probability tokens. Per-step scores would show that last difference, so plans with
+    `output_scores` are returned unchanged, as are greedy plans and tails holding a warper twice (user
+    warpers in `logits_processor`).
+    """
+    kinds = (P.Temperature, P.TopK, P.TopP, P.MinP)
+    tail = len(plan.processors)
+    while tail > 0 and isinstance(plan.processors[tail - 1], kinds):
+        tail -= 1
+    warpers = plan.processors[tail:]
+    if plan.strategy != "sample" or plan.output_scores or len({type(w) for w in warpers}) != len(warpers):
+        return plan
+    found = {type(w): w for w in warpers}
+    keep = next((w.min_tokens_to_keep for w in warpers if hasattr(w, "min_tokens_to_keep")), 1)
+    canonical = [found.get(P.Temperature, P.Temperature(1.0)), found.get(P.TopK, P.TopK(int(vocab_size), keep)),
+                 found.get(P.TopP, P.TopP(1.0, keep))] + ([found[P.MinP]] if P.MinP in found else [])  # fmt: skip
+    return dataclasses.replace(plan, processors=list(plan.processors[:tail]) + canonical)
 
 
 def fuse_sample(plan: DecodePlan, seeds: Sequence[int]) -> P.FusedSample:

@@ -40,7 +40,7 @@ from pyengine.engine import loop
 from pyengine.engine import processors as P
 from pyengine.engine.beam_search import run_beam
 from pyengine.engine.compiled import check_compilable, run_compiled
-from pyengine.engine.plan import DecodePlan, build_plan
+from pyengine.engine.plan import DecodePlan, build_plan, with_every_warper
 from pyengine.utils.model_output import ModelOutput
 
 logger = logging.getLogger("pyengine")
@@ -285,6 +285,7 @@ class FlaxGenerationMixin:
 
     # -- trace=True: one jitted function ------------------------------------------------------------------------
     def _generate_compiled(self, plan: DecodePlan, params: Any, prompt: Any, mask: Any, encoder: Any, key: Any) -> tuple:
+        plan = with_every_warper(plan, self.config.vocab_size)  # new sampling values never recompile
         structure, values = _split_values(plan)
         cache = self.__dict__.setdefault("_generate_fns", {})
         fn_key = (structure, plan.strategy, plan.max_length, plan.eos_token_ids, plan.pad_token_id,

@@ -34,7 +34,7 @@ from pyengine.engine.outputs import (
     GenerateDecoderOnlyOutput,
     GenerateEncoderDecoderOutput,
 )
-from pyengine.engine.plan import build_plan
+from pyengine.engine.plan import build_plan, with_every_warper
 from pyengine.generation_config import GenerationConfig
 
 logger = logging.getLogger("pyengine")
@@ -263,7 +263,7 @@ class TFGenerationMixin:
         if shift:  # left-pad to the bucket: masked positions, invisible to the model and to the length-based specs
             prompt = np.concatenate([np.full((prompt.shape[0], shift), pad, np.int32), prompt], axis=1)
             mask = np.concatenate([np.zeros((mask.shape[0], shift), np.int32), mask], axis=1)
-        plan = _shift_plan(plan, shift)
+        plan = with_every_warper(_shift_plan(plan, shift), self.config.vocab_size)  # new values never recompile
         specs, values = _split_values(plan.processors)
         key = (tuple(specs), plan.strategy, plan.max_length, plan.eos_token_ids, plan.pad_token_id, plan.output_scores,
                prompt.shape, None if encoder is None else encoder[0].shape)  # fmt: skip

@@ -58,6 +58,17 @@ def test_new_sampling_values_do_not_recompile(model):
     assert model._generate_compilations == before + 1
 
 
+def test_turning_warpers_on_does_not_recompile(model):
+    """From the defaults (no temperature, top-p) to set values: the compiled loop always holds every warper,
+    at neutral values when unset, and those give the eager loop's tokens (which has no such warpers)."""
+    default = _sample(model, 7)
+    np.testing.assert_array_equal(_sample(model, 7, trace=False), default)
+    before = model._generate_compilations
+    warped = _sample(model, 7, temperature=0.7, top_p=0.9, top_k=0)
+    assert model._generate_compilations == before
+    np.testing.assert_array_equal(_sample(model, 7, temperature=0.7, top_p=0.9, top_k=0, trace=False), warped)
+
+
 def test_output_scores_and_max_length_padding(model):
     out = model.generate(IDS, attention_mask=MASK, max_new_tokens=5, pad_token_id=0, return_dict_in_generate=True,
                          output_scores=True)  # fmt: skip

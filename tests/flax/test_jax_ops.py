@@ -108,3 +108,12 @@ def test_ops_trace_with_traced_values():
     assert chain._cache_size() == 1
     chain(jnp.asarray(scores), hist, 0.5, 9, 0.5, 1.1, 3)
     assert chain._cache_size() == 1  # new values, no new compilation
+
+
+def test_top_p_at_one_skips_the_sort_with_the_same_result():
+    """top_p >= 1 takes the branch that only drops zero-probability tokens: equal to the sorted path, also on
+    rows whose float32 probabilities underflow to zero."""
+    scores = jnp.asarray(np.array([[0.0, -50.0, -120.0, -np.inf, 3.0], [1.0, 1.0, -300.0, 2.0, -1e30]], np.float32))
+    fast = jax.jit(lambda s: native.top_p_mask(s, 1.0))(scores)
+    np.testing.assert_array_equal(np.asarray(fast), np.asarray(jax.jit(lambda s: native._top_p_sorted(s, 1.0))(scores)))
+    assert np.isneginf(np.asarray(fast)[0, 2]) and np.isfinite(np.asarray(fast)[0, 1])

@@ -87,6 +87,20 @@ def test_xla_prompt_buckets_and_traced_values_share_one_compilation(pair):
     np.testing.assert_array_equal(outs[0].numpy()[:, :5], PROMPT[1:])
 
 
+def test_xla_turning_warpers_on_reuses_the_compilation(pair):
+    """Defaults (no temperature / top-p) and set values share one compiled loop; its neutral warper values
+    give the eager loop's tokens."""
+    _, tfm, _ = pair
+    tfm.__dict__.pop("_pyengine_compiled", None)
+    kw = dict(do_sample=True, max_new_tokens=6, min_new_tokens=6, seed=5)
+    ids = tf.constant(PROMPT[1:])
+    default = tfm.generate(ids, **kw)
+    tfm.generate(ids, temperature=0.6, top_p=0.85, top_k=0, **kw)
+    (fn,) = tfm.__dict__["_pyengine_compiled"].values()
+    assert fn.experimental_get_tracing_count() == 1
+    assert default.shape[1] == PROMPT.shape[1] + 6
+
+
 @pytest.mark.parametrize("jit", [False, True], ids=["eager", "xla"])
 def test_seeded_sampling_is_reproducible(pair, jit):
     _, tfm, _ = pair

@@ -77,7 +77,7 @@ def test_warpers_match_reference(rng, batch, vocab):
     _check(ref_logits.inf_nan_remove(with_nan), *_both(native.inf_nan_remove, with_nan))
     for k, keep in ((1, 1), (3, 1), (5, 4), (vocab + 10, 1)):
         _check(ref_sampling.top_k_mask(scores, k, -np.inf, keep), *_both(native.top_k_mask, scores, k, -np.inf, keep))
-    for p, keep in ((0.1, 1), (0.8, 1), (0.95, 3)):
+    for p, keep in ((0.1, 1), (0.8, 1), (0.95, 3), (1.0, 1), (1.0, 2)):
         _check(ref_sampling.top_p_mask(scores, p, -np.inf, keep), *_both(native.top_p_mask, scores, p, -np.inf, keep))
     for p, keep in ((0.05, 1), (0.5, 2)):
         _check(ref_sampling.min_p_mask(scores, p, -np.inf, keep), *_both(native.min_p_mask, scores, p, -np.inf, keep))
@@ -121,3 +121,13 @@ def test_backend_compiled_primitives():
     key, sub = be.rng_split(tf.constant([1, 2], tf.int64))
     assert key.shape == (2,) and sub.shape == (2,)
     assert be.isin(tf.constant([1, 2, 3]), [3, 1]).numpy().tolist() == [True, False, True]
+
+
+def test_top_p_at_one_skips_the_bisection_with_the_same_result():
+    """top_p >= 1 takes the branch that only drops zero-probability tokens: equal to the full bisection, also
+    on rows whose float32 probabilities underflow to zero."""
+    scores = np.array([[0.0, -50.0, -120.0, -np.inf, 3.0], [1.0, 1.0, -300.0, 2.0, -1e30]], np.float32)
+    fast = tf.function(lambda s: native.top_p_mask(s, 1.0), jit_compile=True)(tf.constant(scores)).numpy()
+    full = tf.function(lambda s: native._top_p_bisect(s, 1.0), jit_compile=True)(tf.constant(scores)).numpy()
+    np.testing.assert_array_equal(fast, full)
+    assert np.isneginf(fast[0, 2]) and np.isfinite(fast[0, 1])  # exp(-123) underflows in float32, exp(-53) does not

@@ -145,7 +145,23 @@ def kth_largest(scores: Array, k: Array) -> Array:
 
 def top_p_mask(scores: Array, top_p: Any, filter_value: float = NEG_INF, min_tokens_to_keep: Any = 1) -> Array:
     """Nucleus filter (transformers >= 4.26): sort ascending (stable), drop tokens whose cumulative
-    probability is <= 1 - top_p; the `min_tokens_to_keep` most likely always stay."""
+    probability is <= 1 - top_p; the `min_tokens_to_keep` most likely always stay.
+
+    At top_p >= 1 that drops exactly the zero-probability tokens (with one token to keep, the best always
+    has a positive one): that branch skips the sort, which compiled loops would otherwise run every step at
+    the top_p = 1.0 they hold when the user set none (engine/plan.with_every_warper)."""
+    if not isinstance(min_tokens_to_keep, int) or min_tokens_to_keep != 1:
+        return _top_p_sorted(scores, top_p, filter_value, min_tokens_to_keep)
+
+    def nothing_above_zero(s: Array) -> Array:
+        probs = jax.nn.softmax(s.astype(jnp.float32), axis=-1)
+        return jnp.where(probs == 0, filter_value, s).astype(s.dtype)
+
+    return lax.cond(jnp.asarray(top_p, jnp.float32) < 1.0, lambda s: _top_p_sorted(s, top_p, filter_value, 1),
+                    nothing_above_zero, scores)  # fmt: skip
+
+
+def _top_p_sorted(scores: Array, top_p: Any, filter_value: float = NEG_INF, min_tokens_to_keep: Any = 1) -> Array:
     vocab = scores.shape[-1]
     order = jnp.argsort(scores, axis=-1, stable=True)
     sorted_scores = jnp.take_along_axis(scores, order, axis=-1).astype(jnp.float32)

@@ -146,6 +146,21 @@ def _order_keys(scores: tf.Tensor) -> tf.Tensor:
 
 
 def top_p_mask(scores: tf.Tensor, top_p: Any, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1) -> tf.Tensor:
+    """Nucleus filter (`_top_p_bisect`). At top_p >= 1 the cut removes exactly the tokens of zero probability
+    (with one token to keep, the best always has a positive one): that branch skips the 32 bisection passes,
+    which compiled loops run at top_p = 1.0 when the user set no top-p (engine/plan.with_every_warper)."""
+    if min_tokens_to_keep != 1:
+        return _top_p_bisect(scores, top_p, filter_value, min_tokens_to_keep)
+
+    def nothing_above_zero() -> tf.Tensor:
+        probs = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
+        return tf.where(probs == 0, tf.constant(filter_value, scores.dtype), scores)
+
+    return tf.cond(tf.cast(top_p, tf.float32) < 1.0, lambda: _top_p_bisect(scores, top_p, filter_value, 1),
+                   nothing_above_zero)  # fmt: skip
+
+
+def _top_p_bisect(scores: tf.Tensor, top_p: Any, filter_value: float = NEG_INF, min_tokens_to_keep: int = 1) -> tf.Tensor:
     """Nucleus filter without sorting the vocabulary (XLA's CPU sort of 50k scores costs ~20 ms a row).
 
     The reference removes a prefix of the stable ascending order: every token whose cumulative probability
