@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                        "compile_s": round(compile_s, 3), "call_s": round(best, 4),
                        "tok_s": round(batch * args.new_tokens / best, 2), **meta}  # fmt: skip
                 if name == "pyengine-xla" and strategy == "sample":
-                    # New sampling values reuse the compiled program. (Switching a warper on or off, e.g. top_p
-                    # 1.0 -> 0.9, changes the processor set and compiles once, as transformers' does.)
+                    # New sampling values reuse the compiled program (turning a warper on too: compiled loops
+                    # hold every warper, engine/plan.with_every_warper; tests/tf covers that case).
                     ours.generate(ids, attention_mask=mask, seed=1, temperature=0.7, top_p=0.95, top_k=50, **kw).numpy()
                     before = {k: f.experimental_get_tracing_count() for k, f in ours._pyengine_compiled.items()}
                     ours.generate(ids, attention_mask=mask, seed=2, temperature=0.6, top_p=0.9, top_k=40, **kw).numpy()
