@@ -7,8 +7,8 @@ Three ways one call can run, same tokens (same processors, same selection, same 
   serves many prompts and settings. Compilations are cached per model by the plan's structure.
 - eager (`jit_compile=False`, or what the compiled loop cannot run: user processors / criteria,
   `max_time`, attentions or hidden states in the output): `engine.loop.run` with the TF backend.
-- beam search / beam sampling / group beam search: the engine's beam loop on the NumPy backend, with the
-  model's TF step for the logits (host-side bookkeeping, as contract allows).
+- beam search / beam sampling / group beam search: the engine's beam loop on the NumPy backend (host-side
+  bookkeeping), around the model's prompt pass and step compiled with XLA (eager with `jit_compile=False`).
 Inside a user's own `tf.function` (not executing eagerly), generate() runs the compiled loop inline.
 
 Seeded sampling: `seed=` (an int or two ints) makes sampling reproducible in both paths (a stateless
