@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from pyengine.backends import xla_targets
+from pyengine.backends.jax import functional as F
 from pyengine.backends.jax import native
 from pyengine.ops.registry import Impl, select
 
@@ -83,15 +84,10 @@ def cpp_available() -> str | None:
 
 
 def native_attend_cached(q: Array, k: Array, v: Array, visible: Array, scale: float) -> Array:
-    """Softmax attention of q `[B, H, D]` over k, v `[B, H_kv, T, D]` where `visible` `[B, T]`; a row with no
-    visible slot averages every value (as the softmax over equal masked scores does)."""
-    groups = q.shape[1] // k.shape[1]
-    if groups > 1:
-        k, v = jnp.repeat(k, groups, axis=1), jnp.repeat(v, groups, axis=1)
-    scores = jnp.einsum("bhd,bhtd->bht", q.astype(jnp.float32), k.astype(jnp.float32)) * scale
-    scores = jnp.where(visible[:, None, :], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("bht,bhtd->bhd", probs, v.astype(jnp.float32)).astype(q.dtype)
+    """Softmax attention of q `[B, H, D]` over k, v `[B, H_kv, T, D]` where `visible` `[B, T]`: the models'
+    `functional.attend` for one query (a row with no visible slot averages every value)."""
+    out, _ = F.attend(q[:, None], k, v, visible[:, None, None, :], scale, heads_first=True)  # [B, 1, H, D]
+    return out[:, 0]
 
 
 def cpp_attend_cached(q: Array, k: Array, v: Array, visible: Array, scale: float) -> Array:
