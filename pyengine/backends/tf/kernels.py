@@ -47,6 +47,12 @@ def cpp_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.
     )[0]  # fmt: skip
 
 
+def decode_on_cpp() -> bool:
+    """Whether a decode step being traced now runs its products on the C++ kernel (chosen, and under XLA):
+    then the models hand it weights `[out, in]`, transposed once per generate call."""
+    return linear_impl().label == "cpp" and in_xla()
+
+
 def in_xla() -> bool:
     """True while tracing a function TensorFlow compiles with XLA (`jit_compile=True`)."""
     if tf.executing_eagerly():

@@ -219,7 +219,7 @@ class TFGPT2LMHeadModel(TFGPT2PreTrainedModel):
         positions = left_pad_positions(mask)[:, :seq]
         x, caches, _, _ = self.transformer.run(input_ids, mask, positions, caches, 0)
         state = {"caches": caches, "mask": mask}
-        if input_ids.shape[0] != 1 and kernels.linear_impl().label == "cpp" and kernels.in_xla():
+        if input_ids.shape[0] != 1 and kernels.decode_on_cpp():
             # Decode steps multiply B rows by every weight: the C++ product (backends/tf/kernels.py) reads
             # weights `[out, in]`, so the Conv1D weights are transposed once per call; the head is the table.
             # One row: XLA's own product is as fast as the stream allows, and the copies cost ~140 ms a call.

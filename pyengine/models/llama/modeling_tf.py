@@ -259,7 +259,7 @@ class TFLlamaForCausalLM(TFLlamaPreTrainedModel):
         positions = left_pad_positions(mask)[:, : input_ids.shape[1]]
         x, caches = self.model.run(input_ids, mask, positions, caches, 0)
         state = {"caches": caches, "mask": mask}
-        if input_ids.shape[0] != 1 and kernels.linear_impl().label == "cpp" and kernels.in_xla():
+        if input_ids.shape[0] != 1 and kernels.decode_on_cpp():
             # Decode steps multiply B rows by every weight: the C++ product reads weights `[out, in]`, so the
             # Dense kernels are transposed once per call (q|k|v and gate|up side by side: one product each).
             # One row: XLA's own product streams about as fast, and the copies would cost more than they save.
