@@ -25,7 +25,8 @@ def _reference(x, w, bias):
 @pytest.mark.parametrize("impl", kernels.LINEAR, ids=lambda i: i.label)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_linear_matches_reference(impl: Impl, shape, with_bias, rng):
+@pytest.mark.parametrize("weight_kn", [False, True], ids=["nk", "kn"])
+def test_linear_matches_reference(impl: Impl, shape, with_bias, weight_kn, rng):
     reason = impl.available()
     if reason is not None:
         pytest.skip(reason)
@@ -33,7 +34,8 @@ def test_linear_matches_reference(impl: Impl, shape, with_bias, rng):
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = rng.standard_normal((n, k)).astype(np.float32)
     bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
-    out = jax.jit(impl.fn)(x, w, bias)
+    stored = np.ascontiguousarray(w.T) if weight_kn else w  # [K, N] or [N, K]
+    out = jax.jit(impl.fn, static_argnums=3)(x, stored, bias, weight_kn)
     assert out.shape == (m, n) and out.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(out), _reference(x, w, bias), rtol=1e-5, atol=1e-4 * np.sqrt(k))
 

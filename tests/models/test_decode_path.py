@@ -60,6 +60,20 @@ def test_linear_into_matches_reference(M, K, weights_dtype):
 
 
 @needs_kernels
+@pytest.mark.parametrize("M", [1, 9, 17])
+def test_linear_into_kn_spans_several_column_tiles(M):
+    """The [K, N] kernel sums a tile of columns at a time (narrower as rows grow): tile edges stay exact."""
+    gen = torch.Generator().manual_seed(M)
+    x = torch.randn(M, 37, generator=gen) * 0.3
+    weights = [torch.randn(37, n, generator=gen) * 0.1 for n in (9000, 1100)]
+    biases = [torch.randn(w.shape[1], generator=gen) for w in weights]
+    ours, ref = torch.empty(M, 10100), torch.empty(M, 10100)
+    _cpp().linear_into(ours, x, weights, [], biases, False, True)
+    decode.linear_into_reference(ref, x, weights, [], biases, False, True)
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+
+
+@needs_kernels
 def test_linear_into_strided_rows_and_bad_shapes():
     x = torch.randn(3, 2 * 40)[:, :40]  # rows with a stride, as the gate half of gate|up
     w = torch.randn(7, 40)

@@ -21,7 +21,8 @@ def _reference(x, w, bias):
 @pytest.mark.parametrize("impl", kernels.LINEAR, ids=lambda i: i.label)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("mode", ["xla", "eager"])
-def test_linear_matches_reference(impl: Impl, shape, mode, rng):
+@pytest.mark.parametrize("weight_kn", [False, True], ids=["nk", "kn"])
+def test_linear_matches_reference(impl: Impl, shape, mode, weight_kn, rng):
     reason = impl.available()
     if reason is not None:
         pytest.skip(reason)
@@ -29,8 +30,9 @@ def test_linear_matches_reference(impl: Impl, shape, mode, rng):
     x = tf.constant(rng.standard_normal((m, k)).astype(np.float32))
     w = tf.constant(rng.standard_normal((n, k)).astype(np.float32))
     bias = rng.standard_normal((1, n)).astype(np.float32)
+    stored = tf.transpose(w) if weight_kn else w  # [K, N] or [N, K]
     fn = tf.function(impl.fn, jit_compile=True) if mode == "xla" else impl.fn
-    out = fn(x, w, tf.constant(bias)).numpy()
+    out = fn(x, stored, tf.constant(bias), weight_kn).numpy()
     assert out.shape == (m, n)
     np.testing.assert_allclose(out, _reference(x.numpy(), w.numpy(), bias[0]), rtol=1e-5, atol=1e-4 * np.sqrt(k))
 

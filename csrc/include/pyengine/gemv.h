@@ -8,7 +8,8 @@
 // Weight layouts and element types:
 //   - "nk": `w` is [N, K] row-major (nn.Linear); float32, bfloat16 (uint16 bits) or int8 (with a
 //     per-row float32 `scale`). bf16 and int8 are widened to float32 in registers: fp32 accumulation.
-//   - "kn": `w` is [K, N] row-major (GPT-2's Conv1D), float32 only: rank-1 updates of a 64-column panel.
+//   - "kn": `w` is [K, N] row-major (GPT-2's Conv1D), float32 only: rows of w streamed into partial sums
+//     held in L1.
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,16 @@ PYENGINE_KERNEL __m512 load16(const uint16_t* p, __mmask16 mask) {
 }
 PYENGINE_KERNEL __m512 load16(const int8_t* p, __mmask16 mask) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(mask, p)));
+}
+// The same for 16 valid lanes: plain loads, which an FMA can take as its memory operand (a zero-masked
+// load cannot: one more instruction per vector, ~6% of a batch-1 float32 step).
+PYENGINE_KERNEL __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
+PYENGINE_KERNEL __m512 load16(const uint16_t* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+PYENGINE_KERNEL __m512 load16(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 }
 #endif
 
@@ -93,35 +104,42 @@ inline void widen_rows(const W* src, int64_t n, float* dst) {
   for (; i < n; ++i) dst[i] = widen(src[i]);
 }
 
-// Four weight rows w[0 .. 4) (row stride K) against four rows of x: 16 dot products in registers, the
-// compute-dense block for batches. With `Prefetch` (the first row block of x, the one that streams this
-// weight block from memory) the next four weight rows are prefetched as we go: rows are too short for the
-// hardware prefetcher to follow four interleaved streams. Later row blocks find the weights in L1 and
-// skip the prefetches (they cost ~15% of a step's issue slots when repeated for every row block).
-template <bool Prefetch, class W>
-PYENGINE_KERNEL void dot_block4x4(const float* x, int64_t x_stride, const W* w, int64_t K, float dots[4][4]) {
+// Four weight rows w[0 .. 4) (row stride K) against MB <= 4 rows of x: 4 x MB dot products in registers,
+// each weight vector loaded once for all MB rows. The four rows are four sequential streams, each a row
+// apart. With `Prefetch` (the first row block of x, the one that streams this weight block from memory)
+// the next four weight rows are prefetched as we go: rows are too short for the hardware prefetcher to
+// follow four interleaved streams. Later row blocks find the weights in L1 and skip the prefetches (they
+// cost ~15% of a step's issue slots when repeated for every row block).
+template <int MB, bool Prefetch, class W>
+PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int64_t K, float dots[4][4]) {
 #if PYENGINE_GEMV_AVX512
   __m512 acc[4][4];
   for (int m = 0; m < 4; ++m)
     for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
   const char* next = reinterpret_cast<const char*>(w + 4 * K);
   constexpr int64_t kStep = 64 / (16 * sizeof(W)) > 0 ? 64 / (16 * sizeof(W)) : 1;  // k-steps per cache line
-  auto step = [&](int64_t k, __mmask16 mask, int64_t s) __attribute__((always_inline)) {
+  auto step = [&](int64_t k, auto full, __mmask16 mask, int64_t s) __attribute__((always_inline)) {
     if (Prefetch && s % kStep == 0)
       for (int j = 0; j < 4; ++j) _mm_prefetch(next + (j * K + k) * static_cast<int64_t>(sizeof(W)), _MM_HINT_T0);
     __m512 wv[4];
-    for (int j = 0; j < 4; ++j) wv[j] = load16(w + j * K + k, mask);
-    for (int m = 0; m < 4; ++m) {
-      const __m512 xv = _mm512_maskz_loadu_ps(mask, x + m * x_stride + k);
+    for (int j = 0; j < 4; ++j) wv[j] = full ? load16(w + j * K + k) : load16(w + j * K + k, mask);
+    for (int m = 0; m < MB; ++m) {
+      const float* xm = x + m * x_stride + k;
+      const __m512 xv = full ? _mm512_loadu_ps(xm) : _mm512_maskz_loadu_ps(mask, xm);
       for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_fmadd_ps(xv, wv[j], acc[m][j]);
     }
   };
   int64_t k = 0, s = 0;
-  for (; k + 16 <= K; k += 16, ++s) step(k, __mmask16(0xFFFF), s);
-  if (k < K) step(k, __mmask16((1u << (K - k)) - 1), s);
-  _mm512_storeu_ps(&dots[0][0], reduce16(&acc[0][0]));
+  for (; k + 16 <= K; k += 16, ++s) step(k, std::true_type{}, __mmask16(0xFFFF), s);
+  if (k < K) step(k, std::false_type{}, __mmask16((1u << (K - k)) - 1), s);
+  if (MB == 4) {
+    _mm512_storeu_ps(&dots[0][0], reduce16(&acc[0][0]));
+  } else {
+    for (int m = 0; m < MB; ++m)
+      for (int j = 0; j < 4; ++j) dots[m][j] = _mm512_reduce_add_ps(acc[m][j]);
+  }
 #else
-  for (int m = 0; m < 4; ++m)
+  for (int m = 0; m < MB; ++m)
     for (int j = 0; j < 4; ++j) {
       float s = 0.f;
       for (int64_t k = 0; k < K; ++k) s += x[m * x_stride + k] * widen(w[j * K + k]);
@@ -131,11 +149,9 @@ PYENGINE_KERNEL void dot_block4x4(const float* x, int64_t x_stride, const W* w, 
 }
 
 // out[m, n] for rows of x times weight rows [n0, n1) of the "nk" layout, finishing with scale, bias and
-// the optional accumulation. One row of x: the thread walks its slice of the matrix in memory order (one
-// sequential stream). Several rows: blocks of 4 weight rows x 4 rows of x, each weight block read from
-// memory once and from L1 for the following row blocks; leftovers one weight row at a time.
-constexpr int64_t kAhead = 48;  // weight rows prefetched ahead of the one-row-at-a-time walk
-
+// the optional accumulation. Blocks of 4 weight rows x 4 rows of x, each weight block read from memory
+// once and from L1 for the following row blocks; the rows of x past the last full block (all of them at
+// batch 1) take the same weight block in one pass. Leftover weight rows go one at a time.
 template <class W>
 inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0, int64_t n1,
                     float* out, int64_t out_stride, const float* scale, const float* bias, bool acc) {
@@ -145,115 +161,113 @@ inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int
     float* o = out + m * out_stride + n;
     *o = acc ? *o + v : v;
   };
-  auto one_row = [&](int64_t n) {  // weight row n against every row of x
-    float dots[4];
-#if PYENGINE_GEMV_AVX512
+  float dots[4][4];
+  // Rows of x past the last full block of 4 (all of them when M < 4), against one block of weight rows.
+  auto tail_rows = [&](int64_t m0, int64_t n, bool first) {
+    const float* xm = x + m0 * x_stride;
+    const W* wn = w + n * K;
     // bf16 / int8 rows are consumed 2-4x faster per instruction than the hardware prefetcher fetches
-    // them: ask for the row kAhead rows ahead, a line at a time.
-    if (!std::is_same_v<W, float> && n + kAhead < n1) {
-      const char* ahead = reinterpret_cast<const char*>(w + (n + kAhead) * K);
-      for (int64_t b = 0; b < K * static_cast<int64_t>(sizeof(W)); b += 64) _mm_prefetch(ahead + b, _MM_HINT_T0);
+    // them; float32 rows stream fastest left to it (measured: 34 against 28 GB/s with prefetches).
+    constexpr bool pf = !std::is_same_v<W, float>;
+    switch (M - m0) {
+      case 3: first ? dot_block<3, pf>(xm, x_stride, wn, K, dots) : dot_block<3, false>(xm, x_stride, wn, K, dots); break;
+      case 2: first ? dot_block<2, pf>(xm, x_stride, wn, K, dots) : dot_block<2, false>(xm, x_stride, wn, K, dots); break;
+      default: first ? dot_block<1, pf>(xm, x_stride, wn, K, dots) : dot_block<1, false>(xm, x_stride, wn, K, dots); break;
     }
-#endif
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
-      const float* xm = x + m0 * x_stride;
-      const int64_t mb = M - m0 < 4 ? M - m0 : 4;
-      switch (mb) {
-        case 4: dot_rows<4>(xm, x_stride, w + n * K, K, dots); break;
-        case 3: dot_rows<3>(xm, x_stride, w + n * K, K, dots); break;
-        case 2: dot_rows<2>(xm, x_stride, w + n * K, K, dots); break;
-        default: dot_rows<1>(xm, x_stride, w + n * K, K, dots); break;
-      }
-      for (int64_t m = 0; m < mb; ++m) put(m0 + m, n, dots[m]);
-    }
+    for (int64_t m = m0; m < M; ++m)
+      for (int j = 0; j < 4; ++j) put(m, n + j, dots[m - m0][j]);
   };
+  const int64_t m_full = M - M % 4;
+  // bf16 / int8 weights against many rows: widen each block of 4 weight rows once into float32 scratch
+  // (exact: both widen without rounding) instead of once per block of x rows.
+  constexpr bool narrow = !std::is_same_v<W, float>;
+  const bool widen_once = narrow && m_full >= 8;
+  std::vector<float> scratch(widen_once ? 4 * K : 0);
   int64_t n = n0;
-  if (M >= 4) {
-    float dots[4][4];
-    const int64_t m_full = M - M % 4;
-    // bf16 / int8 weights against many rows: widen each block of 4 weight rows once into float32 scratch
-    // (exact: both widen without rounding) instead of once per block of x rows.
-    constexpr bool narrow = !std::is_same_v<W, float>;
-    const bool widen_once = narrow && m_full >= 8;
-    std::vector<float> scratch(widen_once ? 4 * K : 0);
-    for (; n + 4 <= n1; n += 4) {
-      if (widen_once) widen_rows(w + n * K, 4 * K, scratch.data());
-      for (int64_t m0 = 0; m0 < m_full; m0 += 4) {
-        if (widen_once)
-          dot_block4x4<false>(x + m0 * x_stride, x_stride, scratch.data(), K, dots);
-        else if (m0 == 0)
-          dot_block4x4<true>(x, x_stride, w + n * K, K, dots);
-        else
-          dot_block4x4<false>(x + m0 * x_stride, x_stride, w + n * K, K, dots);
-        for (int m = 0; m < 4; ++m)
-          for (int j = 0; j < 4; ++j) put(m0 + m, n + j, dots[m][j]);
-      }
-      for (int64_t m = m_full; m < M; ++m)  // leftover rows of x, from the weight block now in L1
-        for (int j = 0; j < 4; ++j) {
-          float d;
-          dot_rows<1>(x + m * x_stride, x_stride, w + (n + j) * K, K, &d);
-          put(m, n + j, d);
-        }
+  for (; n + 4 <= n1; n += 4) {
+    if (widen_once) widen_rows(w + n * K, 4 * K, scratch.data());
+    for (int64_t m0 = 0; m0 < m_full; m0 += 4) {
+      if (widen_once)
+        dot_block<4, false>(x + m0 * x_stride, x_stride, scratch.data(), K, dots);
+      else if (m0 == 0)
+        dot_block<4, true>(x, x_stride, w + n * K, K, dots);
+      else
+        dot_block<4, false>(x + m0 * x_stride, x_stride, w + n * K, K, dots);
+      for (int m = 0; m < 4; ++m)
+        for (int j = 0; j < 4; ++j) put(m0 + m, n + j, dots[m][j]);
     }
+    if (m_full < M) tail_rows(m_full, n, m_full == 0);  // from the weight block now in L1 when m_full > 0
   }
-  for (; n < n1; ++n) one_row(n);
+  for (; n < n1; ++n)  // the last < 4 weight rows, one at a time
+    for (int64_t m = 0; m < M; ++m) {
+      float d;
+      dot_rows<1>(x + m * x_stride, x_stride, w + n * K, K, &d);
+      put(m, n, d);
+    }
 }
 
-// Rows of x times columns [n0, n1) of a float32 "kn" weight [K, N]: rank-1 updates of a panel of up to
-// 64 columns per row block (no horizontal sums), the panel re-read from L2 by later row blocks.
-template <int MB>
-PYENGINE_KERNEL void gemv_kn_block(const float* x, int64_t x_stride, const float* w, int64_t K, int64_t N, int64_t n,
-                          int64_t width, float* out, int64_t out_stride, const float* bias, bool acc) {
+// Rows of x times columns [n0, n1) of a float32 "kn" weight [K, N]. Reading a narrow panel of columns
+// down all K rows jumps N floats between short reads, which the prefetchers follow badly (24 GB/s at
+// batch 1, 10 at batch 8); instead each tile of columns is walked row after row, four weight rows per
+// pass, each read as one contiguous segment, the sums for up to kKnRows rows of x kept in an L1 tile
+// (32 KB in all, so the tile narrows as the rows grow: 8192 columns at batch 1, 512 at 16). Measured on
+// GPT-2-small's matrices, 2 threads: 33 GB/s at batch 1, 19 at batch 8.
+constexpr int64_t kKnTile = 8192;  // floats of partial sums per tile
+constexpr int64_t kKnRows = 16;    // rows of x per pass over the weights
+
+inline void gemv_kn_rows(const float* x, int64_t x_stride, int64_t M, const float* w, int64_t K, int64_t N,
+                         int64_t n0, int64_t n1, float* out, int64_t out_stride, const float* bias, bool acc) {
+  alignas(64) float sums[kKnTile];
+  const int64_t tile = kKnTile / M / 16 * 16;
+  for (int64_t c0 = n0; c0 < n1; c0 += tile) {
+    const int64_t width = n1 - c0 < tile ? n1 - c0 : tile;
+    std::memset(sums, 0, sizeof(float) * M * tile);
+    auto rows = [&](int64_t k, int64_t nk) {  // sums += x[:, k .. k+nk) . w[k .. k+nk, tile], nk <= 4
+      const float* wk = w + k * N + c0;
+      int64_t c = 0;
 #if PYENGINE_GEMV_AVX512
-  constexpr int NV = 4;
-  __mmask16 masks[NV];
-  for (int j = 0; j < NV; ++j) {
-    const int64_t left = width - 16 * j;
-    masks[j] = left >= 16 ? __mmask16(0xFFFF) : left <= 0 ? __mmask16(0) : __mmask16((1u << left) - 1);
-  }
-  __m512 sum[MB][NV];
-  for (int m = 0; m < MB; ++m)
-    for (int j = 0; j < NV; ++j) sum[m][j] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    __m512 wv[NV];
-    for (int j = 0; j < NV; ++j) wv[j] = _mm512_maskz_loadu_ps(masks[j], w + k * N + n + 16 * j);
-    for (int m = 0; m < MB; ++m) {
-      const __m512 xb = _mm512_set1_ps(x[m * x_stride + k]);
-      for (int j = 0; j < NV; ++j) sum[m][j] = _mm512_fmadd_ps(xb, wv[j], sum[m][j]);
-    }
-  }
-  for (int m = 0; m < MB; ++m) {
-    float* o = out + m * out_stride + n;
-    for (int j = 0; j < NV; ++j) {
-      if (!masks[j]) continue;
-      __m512 v = sum[m][j];
-      if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[j], bias + n + 16 * j));
-      if (acc) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[j], o + 16 * j));
-      _mm512_mask_storeu_ps(o + 16 * j, masks[j], v);
-    }
-  }
-#else
-  for (int m = 0; m < MB; ++m)
-    for (int64_t c = 0; c < width; ++c) {
-      float s = 0.f;
-      for (int64_t k = 0; k < K; ++k) s += x[m * x_stride + k] * w[k * N + n + c];
-      if (bias) s += bias[n + c];
-      float* o = out + m * out_stride + n + c;
-      *o = acc ? *o + s : s;
-    }
+      if (nk == 4)
+        for (; c + 16 <= width; c += 16) {
+          const __m512 v0 = _mm512_loadu_ps(wk + c), v1 = _mm512_loadu_ps(wk + N + c);
+          const __m512 v2 = _mm512_loadu_ps(wk + 2 * N + c), v3 = _mm512_loadu_ps(wk + 3 * N + c);
+          for (int64_t m = 0; m < M; ++m) {
+            const float* xm = x + m * x_stride + k;
+            float* sm = sums + m * tile + c;
+            __m512 a = _mm512_load_ps(sm);
+            a = _mm512_fmadd_ps(_mm512_set1_ps(xm[0]), v0, a);
+            a = _mm512_fmadd_ps(_mm512_set1_ps(xm[1]), v1, a);
+            a = _mm512_fmadd_ps(_mm512_set1_ps(xm[2]), v2, a);
+            a = _mm512_fmadd_ps(_mm512_set1_ps(xm[3]), v3, a);
+            _mm512_store_ps(sm, a);
+          }
+        }
 #endif
+      for (; c < width; ++c)
+        for (int64_t m = 0; m < M; ++m) {
+          float a = sums[m * tile + c];
+          for (int64_t r = 0; r < nk; ++r) a += x[m * x_stride + k + r] * wk[r * N + c];
+          sums[m * tile + c] = a;
+        }
+    };
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) rows(k, 4);
+    if (k < K) rows(k, K - k);
+    for (int64_t m = 0; m < M; ++m) {
+      float* o = out + m * out_stride + c0;
+      for (int64_t c = 0; c < width; ++c) {
+        float v = sums[m * tile + c];
+        if (bias) v += bias[c0 + c];
+        o[c] = acc ? o[c] + v : v;
+      }
+    }
+  }
 }
 
 inline void gemv_kn(const float* x, int64_t x_stride, int64_t M, const float* w, int64_t K, int64_t N, int64_t n0,
                     int64_t n1, float* out, int64_t out_stride, const float* bias, bool acc) {
-  for (int64_t n = n0; n < n1; n += 64) {
-    const int64_t width = n1 - n < 64 ? n1 - n : 64;
-    int64_t m = 0;
-    for (; m + 4 <= M; m += 4)
-      gemv_kn_block<4>(x + m * x_stride, x_stride, w, K, N, n, width, out + m * out_stride, out_stride, bias, acc);
-    for (; m < M; ++m)
-      gemv_kn_block<1>(x + m * x_stride, x_stride, w, K, N, n, width, out + m * out_stride, out_stride, bias, acc);
-  }
+  for (int64_t m = 0; m < M; m += kKnRows)
+    gemv_kn_rows(x + m * x_stride, x_stride, M - m < kKnRows ? M - m : kKnRows, w, K, N, n0, n1,
+                 out + m * out_stride, out_stride, bias, acc);
 }
 
 }  // namespace pyengine

@@ -1,7 +1,8 @@
 """The decode step's products and attention on pyengine's C++ kernels, as XLA custom calls (csrc/xla/).
 
-`linear(x, w, bias)` is `x @ w.T + bias` for x `[M, K]` and a weight stored `[N, K]` (GPT-2's Conv1D
-kernels and the tied embedding in transformers' Flax layout). Implementations, in order of preference:
+`linear(x, w, bias, weight_kn=False)` is `x @ w.T + bias` for x `[M, K]` and a weight stored `[N, K]`
+(GPT-2's Conv1D kernels and the tied embedding in transformers' Flax layout), or `x @ w + bias` for a
+weight stored `[K, N]` (`weight_kn=True`: Flax's Dense kernels). Implementations, in order of preference:
 - `cpp`: the custom call `pyengine_linear` into `pyengine._xla`, for float32 products of up to
   `MAX_ROWS` rows on JAX's CPU backend (a decode step: one row per sequence). XLA:CPU's dot emitter
   streams the weights slowly at few rows: 12 GPT-2-small layers + head took 37.4 ms at 8 rows under
@@ -44,11 +45,14 @@ MAX_ROWS = 64  # up to this many rows the C++ kernel beats XLA's dot (measured a
 SMALL_ROWS = 32  # native: up to this many rows `w @ x.T` streams the weights faster
 
 
-def native_linear(x: Array, w: Array, bias: Array | None = None) -> Array:
+def native_linear(x: Array, w: Array, bias: Array | None = None, weight_kn: bool = False) -> Array:
     """`x @ w.T (+ bias)` with XLA's dot, always a 2-D dot contracting `w`'s second axis: XLA:CPU fuses
     a 3-D dot with a transposed kernel plus bias into a slow loop (about 30x slower per decode step). For
     2-32 rows it computes `w @ x.T` `[N, M]` and transposes that small result (0.5 vs 1.3 ms for the
     3072x768 MLP kernel at 8 rows); the barrier keeps XLA from folding the transpose back into the dot."""
+    if weight_kn:
+        y = lax.dot_general(x, w, (((1,), (0,)), ((), ())))
+        return y if bias is None else y + bias
     dims = (((1,), (1,)), ((), ()))
     if x.shape[0] > SMALL_ROWS or x.shape[0] == 1:
         y = lax.dot_general(x, w, dims)
@@ -57,16 +61,17 @@ def native_linear(x: Array, w: Array, bias: Array | None = None) -> Array:
     return y if bias is None else y + bias
 
 
-def cpp_linear(x: Array, w: Array, bias: Array | None = None) -> Array:
-    """`x @ w.T (+ bias)` through the `pyengine_linear` custom call (float32, up to MAX_ROWS rows)."""
-    (m, k), n = x.shape, w.shape[0]
+def cpp_linear(x: Array, w: Array, bias: Array | None = None, weight_kn: bool = False) -> Array:
+    """`x @ w.T (+ bias)` (`x @ w` with `weight_kn`) through the `pyengine_linear` custom call (float32, up
+    to MAX_ROWS rows)."""
+    (m, k), n = x.shape, w.shape[1 if weight_kn else 0]
     f32 = jnp.dtype(jnp.float32)
     fits = 0 < m <= MAX_ROWS and x.dtype == f32 and w.dtype == f32 and (bias is None or bias.dtype == f32)
-    if not fits or w.ndim != 2 or w.shape[1] != k or (bias is not None and bias.shape != (n,)):
-        return native_linear(x, w, bias)
+    if not fits or w.ndim != 2 or w.shape[0 if weight_kn else 1] != k or (bias is not None and bias.shape != (n,)):
+        return native_linear(x, w, bias, weight_kn)
     call = jax.ffi.ffi_call("pyengine_linear", jax.ShapeDtypeStruct((m, n), jnp.float32),
                             custom_call_api_version=xla_targets.STATUS_RETURNING_UNIFIED,
-                            legacy_backend_config=f"{m} {k} {n} {int(bias is not None)}")  # fmt: skip
+                            legacy_backend_config=f"{m} {k} {n} {int(bias is not None)} {int(weight_kn)}")  # fmt: skip
     return call(x, w) if bias is None else call(x, w, bias)
 
 
@@ -136,9 +141,9 @@ def linear_impl() -> Impl:
     return select("linear", LINEAR)
 
 
-def linear(x: Array, w: Array, bias: Array | None = None) -> Array:
-    """`x @ w.T + bias`: x `[M, K]`, w `[N, K]`, bias `[N]` or None -> `[M, N]`."""
-    return linear_impl().fn(x, w, bias)
+def linear(x: Array, w: Array, bias: Array | None = None, weight_kn: bool = False) -> Array:
+    """`x @ w.T + bias`: x `[M, K]`, w `[N, K]` (or `[K, N]` with `weight_kn`), bias `[N]` or None -> `[M, N]`."""
+    return linear_impl().fn(x, w, bias, weight_kn)
 
 
 @functools.cache

@@ -1,8 +1,9 @@
 """The decode step's products on pyengine's C++ kernel, as an XLA custom call (csrc/xla/linear.cpp).
 
-`linear(x, w, bias)` is `x @ w.T + bias` for x `[M, K]` and a weight stored `[N, K]` (the tied
-embedding; GPT-2's `[in, out]` Conv1D weights are transposed once per generate call). Implementations, in
-order of preference:
+`linear(x, w, bias, weight_kn=False)` is `x @ w.T + bias` for x `[M, K]` and a weight stored `[N, K]`
+(the tied embedding, or Conv1D / Dense weights transposed once per generate call), or `x @ w + bias` for
+a weight stored `[K, N]` (`weight_kn=True`: the `[in, out]` layer weights as they are). Implementations,
+in order of preference:
 - `cpp`: the custom call `pyengine_linear` into `pyengine._xla`, for float32 products of up to
   `MAX_ROWS` rows inside `tf.function(jit_compile=True)`. TensorFlow has no Python API to register a
   target: `pyengine_register_tf_target` adds it to the registry TensorFlow's library exports. Outside XLA
@@ -25,24 +26,26 @@ from pyengine.ops.registry import Impl, select
 MAX_ROWS = 64  # up to this many rows the C++ kernel beats XLA's dot
 
 
-def native_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    y = tf.matmul(x, w, transpose_b=True)
+def native_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None, weight_kn: bool = False) -> tf.Tensor:
+    y = tf.matmul(x, w, transpose_b=not weight_kn)
     return y if bias is None else y + tf.reshape(bias, [-1])
 
 
-def cpp_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """`x @ w.T (+ bias)` through `pyengine_linear` when traced for XLA (float32, up to MAX_ROWS rows)."""
+def cpp_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None, weight_kn: bool = False) -> tf.Tensor:
+    """`x @ w.T (+ bias)` (`x @ w` with `weight_kn`) through `pyengine_linear` when traced for XLA (float32,
+    up to MAX_ROWS rows)."""
     m, k = x.shape
-    n = w.shape[0]
-    fits = m is not None and 0 < m <= MAX_ROWS and k is not None and w.shape[1] == k
+    n = w.shape[1 if weight_kn else 0]
+    fits = m is not None and 0 < m <= MAX_ROWS and k is not None and w.shape[0 if weight_kn else 1] == k
     fits = fits and x.dtype == tf.float32 and w.dtype == tf.float32 and (bias is None or bias.dtype == tf.float32)
     if not fits or not in_xla():
-        return native_linear(x, w, bias)
+        return native_linear(x, w, bias, weight_kn)
     operands = [x, w] if bias is None else [x, w, tf.reshape(bias, [n])]
     from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 
     return gen_xla_ops.xla_custom_call_v2(
-        operands=operands, call_target_name="pyengine_linear", backend_config=f"{m} {k} {n} {int(bias is not None)}",
+        operands=operands, call_target_name="pyengine_linear",
+        backend_config=f"{m} {k} {n} {int(bias is not None)} {int(weight_kn)}",
         has_side_effect=False, result_dtypes=[tf.float32], result_shapes=[[m, n]],
     )[0]  # fmt: skip
 
@@ -92,6 +95,7 @@ def linear_impl() -> Impl:
     return select("linear", LINEAR)
 
 
-def linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """`x @ w.T + bias`: x `[M, K]`, w `[N, K]`, bias `[N]` (or `[1, N]`) or None -> `[M, N]`."""
-    return linear_impl().fn(x, w, bias)
+def linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None, weight_kn: bool = False) -> tf.Tensor:
+    """`x @ w.T + bias`: x `[M, K]`, w `[N, K]` (or `[K, N]` with `weight_kn`), bias `[N]` (or `[1, N]`) or
+    None -> `[M, N]`."""
+    return linear_impl().fn(x, w, bias, weight_kn)
