@@ -60,37 +60,20 @@ PYENGINE_KERNEL __m512 load16(const int8_t* p) {
 }
 #endif
 
-// One weight row `w` [K] against MB rows of x: MB dot products. The weight row is read once (from memory
-// for the first row block, from L1 for the next), 64 elements per iteration into 4 accumulators per x row.
-template <int MB, class W>
-PYENGINE_KERNEL void dot_rows(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
+// One weight row `w` [K] against one row of x (the last < R weight rows of a slice).
+template <class W>
+PYENGINE_KERNEL float dot_row(const float* x, const W* w, int64_t K) {
 #if PYENGINE_GEMV_AVX512
-  __m512 acc[MB][4];
-  for (int m = 0; m < MB; ++m)
-    for (int u = 0; u < 4; ++u) acc[m][u] = _mm512_setzero_ps();
-  int64_t k = 0;
-  for (; k + 64 <= K; k += 64) {
-    __m512 wv[4];
-    for (int u = 0; u < 4; ++u) wv[u] = load16(w + k + 16 * u, __mmask16(0xFFFF));
-    for (int m = 0; m < MB; ++m)
-      for (int u = 0; u < 4; ++u)
-        acc[m][u] = _mm512_fmadd_ps(_mm512_loadu_ps(x + m * x_stride + k + 16 * u), wv[u], acc[m][u]);
-  }
-  for (; k < K; k += 16) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) {
     const __mmask16 mask = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
-    const __m512 wv = load16(w + k, mask);
-    for (int m = 0; m < MB; ++m)
-      acc[m][0] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + m * x_stride + k), wv, acc[m][0]);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, x + k), load16(w + k, mask), acc);
   }
-  for (int m = 0; m < MB; ++m)
-    dots[m] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]),
-                                                 _mm512_add_ps(acc[m][2], acc[m][3])));
+  return _mm512_reduce_add_ps(acc);
 #else
-  for (int m = 0; m < MB; ++m) {
-    float s = 0.f;
-    for (int64_t k = 0; k < K; ++k) s += x[m * x_stride + k] * widen(w[k]);
-    dots[m] = s;
-  }
+  float s = 0.f;
+  for (int64_t k = 0; k < K; ++k) s += x[k] * widen(w[k]);
+  return s;
 #endif
 }
 
@@ -99,111 +82,118 @@ template <class W>
 inline void widen_rows(const W* src, int64_t n, float* dst) {
   int64_t i = 0;
 #if PYENGINE_GEMV_AVX512
-  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16(src + i, __mmask16(0xFFFF)));
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, load16(src + i));
 #endif
   for (; i < n; ++i) dst[i] = widen(src[i]);
 }
 
-// Four weight rows w[0 .. 4) (row stride K) against MB <= 4 rows of x: 4 x MB dot products in registers,
-// each weight vector loaded once for all MB rows. The four rows are four sequential streams, each a row
-// apart. With `Prefetch` (the first row block of x, the one that streams this weight block from memory)
-// the next four weight rows are prefetched as we go: rows are too short for the hardware prefetcher to
-// follow four interleaved streams. Later row blocks find the weights in L1 and skip the prefetches (they
-// cost ~15% of a step's issue slots when repeated for every row block).
-template <int MB, bool Prefetch, class W>
-PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int64_t K, float dots[4][4]) {
+// R weight rows w[0 .. R) (row stride K) against MB rows of x: MB x R dot products in registers
+// (dots[m * R + j]), each weight vector loaded once for all MB rows, the R rows R sequential streams a row
+// apart. With `Prefetch` (the pass that streams this weight block from memory) the next R weight rows are
+// prefetched a line at a time as we go: rows are too short for the hardware prefetcher to follow several
+// interleaved streams. Passes that find the block in L1 skip the prefetches (they cost ~15% of a step's
+// issue slots when repeated for every row block).
+template <int MB, int R, bool Prefetch, class W>
+PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
 #if PYENGINE_GEMV_AVX512
-  __m512 acc[4][4];
-  for (int m = 0; m < 4; ++m)
-    for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
-  const char* next = reinterpret_cast<const char*>(w + 4 * K);
+  __m512 acc[MB][R];
+  for (int m = 0; m < MB; ++m)
+    for (int j = 0; j < R; ++j) acc[m][j] = _mm512_setzero_ps();
+  const char* next = reinterpret_cast<const char*>(w + R * K);
   constexpr int64_t kStep = 64 / (16 * sizeof(W)) > 0 ? 64 / (16 * sizeof(W)) : 1;  // k-steps per cache line
   auto step = [&](int64_t k, auto full, __mmask16 mask, int64_t s) __attribute__((always_inline)) {
     if (Prefetch && s % kStep == 0)
-      for (int j = 0; j < 4; ++j) _mm_prefetch(next + (j * K + k) * static_cast<int64_t>(sizeof(W)), _MM_HINT_T0);
-    __m512 wv[4];
-    for (int j = 0; j < 4; ++j) wv[j] = full ? load16(w + j * K + k) : load16(w + j * K + k, mask);
+      for (int j = 0; j < R; ++j) _mm_prefetch(next + (j * K + k) * static_cast<int64_t>(sizeof(W)), _MM_HINT_T0);
+    __m512 wv[R];
+    for (int j = 0; j < R; ++j) wv[j] = full ? load16(w + j * K + k) : load16(w + j * K + k, mask);
     for (int m = 0; m < MB; ++m) {
       const float* xm = x + m * x_stride + k;
       const __m512 xv = full ? _mm512_loadu_ps(xm) : _mm512_maskz_loadu_ps(mask, xm);
-      for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_fmadd_ps(xv, wv[j], acc[m][j]);
+      for (int j = 0; j < R; ++j) acc[m][j] = _mm512_fmadd_ps(xv, wv[j], acc[m][j]);
     }
   };
   int64_t k = 0, s = 0;
   for (; k + 16 <= K; k += 16, ++s) step(k, std::true_type{}, __mmask16(0xFFFF), s);
   if (k < K) step(k, std::false_type{}, __mmask16((1u << (K - k)) - 1), s);
-  if (MB == 4) {
-    _mm512_storeu_ps(&dots[0][0], reduce16(&acc[0][0]));
+  if constexpr (MB * R == 16) {
+    _mm512_storeu_ps(dots, reduce16(&acc[0][0]));
   } else {
     for (int m = 0; m < MB; ++m)
-      for (int j = 0; j < 4; ++j) dots[m][j] = _mm512_reduce_add_ps(acc[m][j]);
+      for (int j = 0; j < R; ++j) dots[m * R + j] = _mm512_reduce_add_ps(acc[m][j]);
   }
 #else
   for (int m = 0; m < MB; ++m)
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < R; ++j) {
       float s = 0.f;
       for (int64_t k = 0; k < K; ++k) s += x[m * x_stride + k] * widen(w[j * K + k]);
-      dots[m][j] = s;
+      dots[m * R + j] = s;
     }
 #endif
 }
 
+// dot_block for a row count known only at run time, 1 <= mb <= MBMax.
+template <int MBMax, int R, bool Prefetch, class W>
+inline void dot_block_rows(int64_t mb, const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
+  if constexpr (MBMax > 1) {
+    if (mb < MBMax) return dot_block_rows<MBMax - 1, R, Prefetch>(mb, x, x_stride, w, K, dots);
+  }
+  dot_block<MBMax, R, Prefetch>(x, x_stride, w, K, dots);
+}
+
 // out[m, n] for rows of x times weight rows [n0, n1) of the "nk" layout, finishing with scale, bias and
-// the optional accumulation. Blocks of 4 weight rows x 4 rows of x, each weight block read from memory
-// once and from L1 for the following row blocks; the rows of x past the last full block (all of them at
-// batch 1) take the same weight block in one pass. Leftover weight rows go one at a time.
-template <class W>
-inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0, int64_t n1,
-                    float* out, int64_t out_stride, const float* scale, const float* bias, bool acc) {
+// the optional accumulation. Blocks of R weight rows x up to MB rows of x in registers: each weight block
+// is read from memory by the first row block (which prefetches the next) and from L1 by the others.
+// Leftover weight rows go one at a time.
+//   - Up to 7 rows of x: R = 4, MB = 4 (the rows past the last full block, all of them at batch 1, take
+//     the weight block in one more pass). Batch 1 float32 leaves the streaming to the hardware prefetcher:
+//     34 against 28 GB/s with prefetches; bf16 / int8 rows are consumed 2-4x faster per instruction than
+//     it fetches them, so they prefetch.
+//   - 8 rows and more: R = 3, MB = 8 (24 accumulators), half as many passes over each block: 27 against
+//     23 GB/s for GPT-2-small at batch 8.
+template <int R, int MB, class W>
+inline void gemv_nk_blocks(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0,
+                           int64_t n1, float* out, int64_t out_stride, const float* scale, const float* bias,
+                           bool acc) {
   auto put = [&](int64_t m, int64_t n, float dot) {
     float v = scale ? dot * scale[n] : dot;
     if (bias) v += bias[n];
     float* o = out + m * out_stride + n;
     *o = acc ? *o + v : v;
   };
-  float dots[4][4];
-  // Rows of x past the last full block of 4 (all of them when M < 4), against one block of weight rows.
-  auto tail_rows = [&](int64_t m0, int64_t n, bool first) {
-    const float* xm = x + m0 * x_stride;
-    const W* wn = w + n * K;
-    // bf16 / int8 rows are consumed 2-4x faster per instruction than the hardware prefetcher fetches
-    // them; float32 rows stream fastest left to it (measured: 34 against 28 GB/s with prefetches).
-    constexpr bool pf = !std::is_same_v<W, float>;
-    switch (M - m0) {
-      case 3: first ? dot_block<3, pf>(xm, x_stride, wn, K, dots) : dot_block<3, false>(xm, x_stride, wn, K, dots); break;
-      case 2: first ? dot_block<2, pf>(xm, x_stride, wn, K, dots) : dot_block<2, false>(xm, x_stride, wn, K, dots); break;
-      default: first ? dot_block<1, pf>(xm, x_stride, wn, K, dots) : dot_block<1, false>(xm, x_stride, wn, K, dots); break;
-    }
-    for (int64_t m = m0; m < M; ++m)
-      for (int j = 0; j < 4; ++j) put(m, n + j, dots[m - m0][j]);
-  };
-  const int64_t m_full = M - M % 4;
-  // bf16 / int8 weights against many rows: widen each block of 4 weight rows once into float32 scratch
-  // (exact: both widen without rounding) instead of once per block of x rows.
   constexpr bool narrow = !std::is_same_v<W, float>;
-  const bool widen_once = narrow && m_full >= 8;
-  std::vector<float> scratch(widen_once ? 4 * K : 0);
+  const bool prefetch = narrow || M >= 4;
+  // bf16 / int8 weights against many rows: widen each block of weight rows once into float32 scratch
+  // (exact: both widen without rounding) instead of once per block of x rows.
+  const bool widen_once = narrow && M >= 8;
+  std::vector<float> scratch(widen_once ? R * K : 0);
+  float dots[MB * R];
   int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) {
-    if (widen_once) widen_rows(w + n * K, 4 * K, scratch.data());
-    for (int64_t m0 = 0; m0 < m_full; m0 += 4) {
+  for (; n + R <= n1; n += R) {
+    if (widen_once) widen_rows(w + n * K, R * K, scratch.data());
+    for (int64_t m0 = 0; m0 < M; m0 += MB) {
+      const int64_t mb = M - m0 < MB ? M - m0 : MB;
+      const float* xm = x + m0 * x_stride;
       if (widen_once)
-        dot_block<4, false>(x + m0 * x_stride, x_stride, scratch.data(), K, dots);
-      else if (m0 == 0)
-        dot_block<4, true>(x, x_stride, w + n * K, K, dots);
+        dot_block_rows<MB, R, false>(mb, xm, x_stride, scratch.data(), K, dots);
+      else if (m0 == 0 && prefetch)
+        dot_block_rows<MB, R, true>(mb, xm, x_stride, w + n * K, K, dots);
       else
-        dot_block<4, false>(x + m0 * x_stride, x_stride, w + n * K, K, dots);
-      for (int m = 0; m < 4; ++m)
-        for (int j = 0; j < 4; ++j) put(m0 + m, n + j, dots[m][j]);
+        dot_block_rows<MB, R, false>(mb, xm, x_stride, w + n * K, K, dots);
+      for (int64_t m = 0; m < mb; ++m)
+        for (int j = 0; j < R; ++j) put(m0 + m, n + j, dots[m * R + j]);
     }
-    if (m_full < M) tail_rows(m_full, n, m_full == 0);  // from the weight block now in L1 when m_full > 0
   }
-  for (; n < n1; ++n)  // the last < 4 weight rows, one at a time
-    for (int64_t m = 0; m < M; ++m) {
-      float d;
-      dot_rows<1>(x + m * x_stride, x_stride, w + n * K, K, &d);
-      put(m, n, d);
-    }
+  for (; n < n1; ++n)
+    for (int64_t m = 0; m < M; ++m) put(m, n, dot_row(x + m * x_stride, w + n * K, K));
+}
+
+template <class W>
+inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0, int64_t n1,
+                    float* out, int64_t out_stride, const float* scale, const float* bias, bool acc) {
+  if (M >= 8)
+    gemv_nk_blocks<3, 8>(x, x_stride, M, w, K, n0, n1, out, out_stride, scale, bias, acc);
+  else
+    gemv_nk_blocks<4, 4>(x, x_stride, M, w, K, n0, n1, out, out_stride, scale, bias, acc);
 }
 
 // Rows of x times columns [n0, n1) of a float32 "kn" weight [K, N]. Reading a narrow panel of columns
