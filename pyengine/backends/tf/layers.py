@@ -50,6 +50,8 @@ class TFEmbedding(tf_keras.layers.Layer):
         `[N, E] @ [E, V]` matmul. XLA:CPU runs `transpose_b` against the `[V, E]` table ~3x slower at
         batch 8 (measured on GPT-2-small), and the head is the largest matmul of a decode step.
         """
+        if kernel is None and one_row_on_cpp(hidden):
+            return flat_linear(hidden, self.embeddings)
         if kernel is None:
             return tf.matmul(hidden, self.embeddings, transpose_b=True)
         flat = tf.reshape(hidden, [-1, hidden.shape[-1]])  # [N, E]
@@ -95,18 +97,29 @@ class TFConv1D(tf_keras.layers.Layer):
 
     def call(self, x: tf.Tensor, weight_nk: tf.Tensor | None = None) -> tf.Tensor:
         """`x @ weight + bias` `[..., out]`; with `weight_nk` (the weight transposed, `[out, in]`, made once
-        per generate call) through `kernels.linear`: the C++ product for a decode step's few rows."""
-        if weight_nk is None:
-            return tf.matmul(x, self.weight) + self.bias
-        return linear_nk(x, weight_nk, self.bias)
+        per generate call) through `kernels.linear`: the C++ product for a decode step's few rows. One row
+        under XLA takes the C++ product over the weight as it is."""
+        if weight_nk is not None:
+            return flat_linear(x, weight_nk, self.bias)
+        if one_row_on_cpp(x):
+            return flat_linear(x, self.weight, self.bias, weight_kn=True)
+        return tf.matmul(x, self.weight) + self.bias
 
 
-def linear_nk(x: tf.Tensor, weight_nk: tf.Tensor, bias: tf.Tensor | None = None) -> tf.Tensor:
-    """`x @ weight_nk.T + bias` over the last axis of x `[..., in]` (weight `[out, in]`) through
-    `kernels.linear`: the C++ product for a decode step's few rows under XLA."""
+def flat_linear(x: tf.Tensor, weight: tf.Tensor, bias: tf.Tensor | None = None, weight_kn: bool = False) -> tf.Tensor:
+    """`kernels.linear` over the last axis of x `[..., in]`, weight `[out, in]` (or `[in, out]` with
+    `weight_kn`): the C++ product for a decode step's few rows under XLA."""
     flat = tf.reshape(x, [-1, x.shape[-1]])  # [M, in]
-    out = kernels.linear(flat, weight_nk, bias)
-    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [weight_nk.shape[0]]], 0))
+    out = kernels.linear(flat, weight, bias, weight_kn)
+    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [weight.shape[1 if weight_kn else 0]]], 0))
+
+
+def one_row_on_cpp(x: tf.Tensor) -> bool:
+    """Whether `x` `[..., in]` is one row (batch-1 decode step) traced for XLA with the C++ product chosen.
+    Then layers hand it their `[in, out]` weights as they are (`weight_kn`): it streams them at ~32 GB/s,
+    XLA's own single-row product at ~21 (GPT-2-small greedy at batch 1: see benchmarks/README.md). More rows
+    get `[out, in]` copies made once per call (the models' `nk_weights`), or stay on XLA's product."""
+    return x.shape[:-1].num_elements() == 1 and kernels.decode_on_cpp()
 
 
 class TFDense(tf_keras.layers.Layer):
@@ -118,6 +131,8 @@ class TFDense(tf_keras.layers.Layer):
         self.bias = variable(tf.zeros([units]), scope, "bias") if use_bias else None
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
+        if one_row_on_cpp(x):
+            return flat_linear(x, self.kernel, self.bias, weight_kn=True)
         out = tf.matmul(x, self.kernel)
         return out + self.bias if self.bias is not None else out
 

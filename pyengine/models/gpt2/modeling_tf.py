@@ -222,7 +222,8 @@ class TFGPT2LMHeadModel(TFGPT2PreTrainedModel):
         if input_ids.shape[0] != 1 and kernels.decode_on_cpp():
             # Decode steps multiply B rows by every weight: the C++ product (backends/tf/kernels.py) reads
             # weights `[out, in]`, so the Conv1D weights are transposed once per call; the head is the table.
-            # One row: XLA's own product is as fast as the stream allows, and the copies cost ~140 ms a call.
+            # One row: the layers give the C++ product their `[in, out]` weights as they are (one_row_on_cpp),
+            # which streams them as fast at batch 1; the copies would cost ~140 ms a call.
             state["nk"] = [block.nk_weights() for block in self.transformer.h]
         elif input_ids.shape[0] != 1:  # [E, V] once per call (TFEmbedding.attend); one row: the copy costs more
             state["head"] = self.transformer.wte.head_kernel()

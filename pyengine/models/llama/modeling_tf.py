@@ -24,9 +24,9 @@ from pyengine.backends.tf.layers import (
     TFEmbedding,
     TFRMSNorm,
     attention_bias,
+    flat_linear,
     get_activation,
     left_pad_positions,
-    linear_nk,
     update_cache,
 )
 from pyengine.modeling_tf_utils import TFBaseModelOutputWithPast, TFCausalLMOutputWithPast, TFPreTrainedModel
@@ -86,7 +86,7 @@ class TFLlamaAttention(tf_keras.layers.Layer):
     def call(self, x: tf.Tensor, cos: tf.Tensor, sin: tf.Tensor, bias: tf.Tensor, cache: tuple | None,
              start: Any, nk: tuple | None = None) -> tuple[tf.Tensor, tuple]:  # fmt: skip
         if nk is not None:  # a decode step: q, k, v in one C++ product (see nk_weights)
-            qkv = linear_nk(x, nk[0], nk[1])
+            qkv = flat_linear(x, nk[0], nk[1])
             q, k, v = tf.split(qkv, [self.heads * self.head_dim] + [self.kv_heads * self.head_dim] * 2, axis=-1)
         else:
             q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
@@ -100,7 +100,7 @@ class TFLlamaAttention(tf_keras.layers.Layer):
         scores = tf.matmul(q, keys, transpose_b=True) * (self.head_dim**-0.5) + bias
         out = tf.transpose(tf.matmul(tf.nn.softmax(scores, axis=-1), values), [0, 2, 1, 3])  # [B, S, H, D]
         out = tf.reshape(out, [tf.shape(x)[0], tf.shape(x)[1], self.heads * self.head_dim])
-        return (self.o_proj(out) if nk is None else linear_nk(out, nk[2], self.o_proj.bias)), (k, v)
+        return (self.o_proj(out) if nk is None else flat_linear(out, nk[2], self.o_proj.bias)), (k, v)
 
     def nk_weights(self) -> tuple:
         """(q|k|v weights `[out, in]` side by side, their biases (zeros without: loop state holds no None),
@@ -120,8 +120,8 @@ class TFLlamaMLP(tf_keras.layers.Layer):
     def call(self, x: tf.Tensor, nk: tuple | None = None) -> tf.Tensor:
         if nk is None:
             return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
-        gate, up = tf.split(linear_nk(x, nk[0], nk[1]), 2, axis=-1)  # a decode step: one C++ product
-        return linear_nk(self.act(gate) * up, nk[2], self.down_proj.bias)
+        gate, up = tf.split(flat_linear(x, nk[0], nk[1]), 2, axis=-1)  # a decode step: one C++ product
+        return flat_linear(self.act(gate) * up, nk[2], self.down_proj.bias)
 
     def nk_weights(self) -> tuple:
         """(gate|up weights `[out, in]` side by side, their biases (or zeros), down_proj's `[out, in]`)."""
@@ -262,7 +262,7 @@ class TFLlamaForCausalLM(TFLlamaPreTrainedModel):
         if input_ids.shape[0] != 1 and kernels.decode_on_cpp():
             # Decode steps multiply B rows by every weight: the C++ product reads weights `[out, in]`, so the
             # Dense kernels are transposed once per call (q|k|v and gate|up side by side: one product each).
-            # One row: XLA's own product streams about as fast, and the copies would cost more than they save.
+            # One row: the layers give the C++ product their `[in, out]` kernels as they are (one_row_on_cpp).
             state["nk"] = [layer.nk_weights() for layer in self.model.layers_]
             if self.lm_head is not None:
                 state["head_nk"] = tf.transpose(self.lm_head.kernel)
