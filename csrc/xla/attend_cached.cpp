@@ -8,7 +8,6 @@
 // Inputs {q [B, H, D], k [B, H_kv, T, D], v [B, H_kv, T, D], visible [B, T] uint8}, output [B, H, D], all
 // float32 but `visible`; opaque "B H H_kv T D scale". Query head h reads kv head h / (H / H_kv). The
 // wrapper (pyengine/backends/jax/kernels.py) checks shapes and dtypes before it emits the call.
-#include <omp.h>
 
 #include <cstdint>
 #include <cstdio>
@@ -16,6 +15,7 @@
 #include <vector>
 
 #include "pyengine/decode.h"
+#include "team.h"
 
 extern "C" __attribute__((visibility("default"))) void pyengine_attend_cached(void* out, const void** in,
                                                                               const char* opaque,
@@ -31,15 +31,14 @@ extern "C" __attribute__((visibility("default"))) void pyengine_attend_cached(vo
   const uint8_t* visible = static_cast<const uint8_t*>(in[3]);
   float* o = static_cast<float*>(out);
   const int64_t groups = H / Hkv, items = B * H;
-#pragma omp parallel if (items * T * D >= (1 << 15))
-  {
+  const bool big = items * T * D >= (1 << 15);
+  pyengine::xla::Team::get().run(big ? items : 1, [&](int member, int members) {
     std::vector<float> scores(T);
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < items; ++item) {
+    for (int64_t item = items * member / members; item < items * (member + 1) / members; ++item) {
       const int64_t b = item / H, h = item % H;
       const int64_t kv = (b * Hkv + h / groups) * T * D;
       pyengine::attend_visible(q + item * D, k + kv, v + kv, visible + b * T, T, D, static_cast<float>(scale),
                                scores.data(), o + item * D);
     }
-  }
+  });
 }

@@ -14,7 +14,6 @@
 // Registration: JAX through `jax.ffi.register_ffi_target(..., api_version=0)`; TensorFlow has no Python
 // API for it, so `pyengine_register_tf_target` calls the registry TensorFlow's own library exports.
 #include <dlfcn.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -22,6 +21,7 @@
 #include <string>
 
 #include "pyengine/gemv.h"
+#include "team.h"
 
 namespace {
 
@@ -60,15 +60,14 @@ __attribute__((visibility("default"))) void pyengine_linear(void* out, const voi
   float* o = static_cast<float*>(out);
   const int64_t chunks = (s.N + kChunk - 1) / kChunk;
   if (s.M <= 0 || chunks == 0) return;
-  // Contiguous column ranges per thread: each core streams its own slice of the weight matrix.
-#pragma omp parallel if (s.N * s.K >= (1 << 16))
-  {
-    const int64_t t = omp_get_thread_num(), threads = omp_get_num_threads();
-    const int64_t c0 = chunks * t / threads, c1 = chunks * (t + 1) / threads;
+  // Contiguous column ranges per member: each core streams its own slice of the weight matrix.
+  const bool big = s.N * s.K >= (1 << 16);
+  pyengine::xla::Team::get().run(big ? chunks : 1, [&](int member, int members) {
+    const int64_t c0 = chunks * member / members, c1 = chunks * (member + 1) / members;
     const int64_t n0 = c0 * kChunk, n1 = std::min(s.N, c1 * kChunk);
     if (n0 < n1 && s.kn) pyengine::gemv_kn(x, s.K, s.M, w, s.K, s.N, n0, n1, o, s.N, bias, false);
     if (n0 < n1 && !s.kn) pyengine::gemv_nk(x, s.K, s.M, w, s.K, n0, n1, o, s.N, nullptr, bias, false);
-  }
+  });
 }
 
 // Registers `fn` under `name` for XLA:CPU ("Host") in the registry of the TensorFlow library at

@@ -8,7 +8,6 @@
 // Inputs {scores [B, V] float32, value (a 0-d array: top_k int32 / top_p float32)}, output [B, V] with the
 // removed tokens set to the filter value; opaque "B V min_tokens_to_keep filter_value". The value is an
 // input, not part of opaque, so a new top_k / top_p does not recompile.
-#include <omp.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "pyengine/masks.h"
+#include "team.h"
 
 namespace {
 
@@ -47,12 +47,11 @@ __attribute__((visibility("default"))) void pyengine_top_k_mask(void* out, const
   const int64_t top_k = *static_cast<const int32_t*>(in[1]);
   const int64_t k = std::min<int64_t>(std::max<int64_t>(std::max<int64_t>(top_k, s.min_keep), 1), s.V);
   float* o = static_cast<float*>(out);
-#pragma omp parallel if (s.B > 1)
-  {
+  pyengine::xla::Team::get().run(s.B, [&](int member, int members) {
     std::vector<float> buf(s.V + 16);
-#pragma omp for schedule(static)
-    for (long long b = 0; b < s.B; ++b) pyengine::top_k_mask_row(x + b * s.V, o + b * s.V, s.V, k, s.fv, buf.data());
-  }
+    for (long long b = s.B * member / members; b < s.B * (member + 1) / members; ++b)
+      pyengine::top_k_mask_row(x + b * s.V, o + b * s.V, s.V, k, s.fv, buf.data());
+  });
 }
 
 __attribute__((visibility("default"))) void pyengine_top_p_mask(void* out, const void** in, const char* opaque,
@@ -62,16 +61,14 @@ __attribute__((visibility("default"))) void pyengine_top_p_mask(void* out, const
   const float* x = static_cast<const float*>(in[0]);
   const double top_p = std::min(std::max(static_cast<double>(*static_cast<const float*>(in[1])), 0.0), 1.0);
   float* o = static_cast<float*>(out);
-#pragma omp parallel if (s.B > 1)
-  {
+  pyengine::xla::Team::get().run(s.B, [&](int member, int members) {
     std::vector<float> buf(s.V + 16), cv(s.V + 16);  // +16: slack for full-width compressed stores
     std::vector<double> e(s.V + 16), ce(s.V + 16);
     std::vector<int32_t> ci(s.V + 16);
-#pragma omp for schedule(static)
-    for (long long b = 0; b < s.B; ++b)
+    for (long long b = s.B * member / members; b < s.B * (member + 1) / members; ++b)
       pyengine::top_p_mask_row(x + b * s.V, o + b * s.V, s.V, top_p, s.fv, s.min_keep, buf.data(), e.data(),
                                pyengine::Candidates{cv.data(), ce.data(), ci.data()});
-  }
+  });
 }
 
 }  // extern "C"
