@@ -15,7 +15,8 @@ import platform
 # Custom-call ABI of every target (XLA's API_VERSION_STATUS_RETURNING_UNIFIED on CPU):
 # fn(void* out, const void** inputs, const char* opaque, size_t opaque_len, void* status)
 STATUS_RETURNING_UNIFIED = 3
-TARGETS = ("pyengine_linear", "pyengine_attend_cached", "pyengine_top_k_mask", "pyengine_top_p_mask")
+TARGETS = ("pyengine_linear", "pyengine_attend_cached", "pyengine_top_k_mask", "pyengine_top_p_mask",
+           "pyengine_argmax", "pyengine_sample_from_scores")
 _state: dict[str, object] = {}
 
 

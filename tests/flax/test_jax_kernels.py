@@ -131,6 +131,36 @@ def test_warper_impls_match_reference(op, shape):
                 np.testing.assert_array_equal(np.asarray(fn(scores, value, keep)), want, err_msg=f"{impl.label} {value} {keep}")
 
 
+@pytest.mark.parametrize("shape", [(1, 7), (4, 111), (8, 50257)], ids=str)
+def test_token_choice_impls_match_reference(shape):
+    """argmax and the inverse-CDF draw, every JAX impl (the custom call first) against the NumPy reference:
+    banned rows, ties, half-banned rows, NaN rows, and noise at 0, near 1 and between."""
+    from pyengine.backends.jax.backend import OPS
+    from pyengine.ops import sampling as ref_sampling
+
+    scores = _warper_scores(*shape, seed=shape[1] + 1)
+    if shape[0] > 3:
+        scores[0, 3] = np.nan  # a NaN row
+    for impl in OPS["argmax"]:
+        if impl.available() is None:
+            got = np.asarray(jax.jit(impl.fn)(scores))
+            np.testing.assert_array_equal(got, ref_sampling.argmax(scores), err_msg=impl.label)
+    finite = np.where(np.isnan(scores), 0.0, scores).astype(np.float32)
+    noise = np.random.default_rng(shape[1]).random((20, shape[0])).astype(np.float32)
+    noise[0], noise[1] = 0.0, np.nextafter(np.float32(1), np.float32(0))
+    for impl in OPS["sample_from_scores"]:
+        if impl.available() is not None:
+            continue
+        fn = jax.jit(impl.fn)
+        for u in noise:
+            want = ref_sampling.sample_from_scores(finite, u)
+            np.testing.assert_array_equal(np.asarray(fn(finite, u)), want, err_msg=f"{impl.label} u={u}")
+        if impl.label == "cpp" and shape[0] > 3:  # a NaN row draws 0, as the reference's NaN softmax does
+            with np.errstate(invalid="ignore"):
+                want = ref_sampling.sample_from_scores(scores, noise[2])
+            np.testing.assert_array_equal(np.asarray(fn(scores, noise[2])), want)
+
+
 def test_without_the_library_native_runs_and_cpp_says_why(monkeypatch):
     """pyengine._xla missing (simulated): the automatic choice is XLA's own code; forcing cpp names the reason."""
     import warnings

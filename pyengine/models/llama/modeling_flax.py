@@ -46,7 +46,8 @@ class FlaxDense(nn.Module):
     """`nn.Dense`'s parameters (`kernel` `[in, out]`, `bias` `[out]`: transformers' Flax names and layout). When
     the parameters also hold `kernel_t` (`[out, in]`, added once per generate call by
     `FlaxLlamaForCausalLM._decode_params`), a decode step's few rows go through `kernels.linear` (the C++
-    kernel reads weights `[out, in]`); otherwise, and for prefill's many rows, XLA's dot on the stored kernel.
+    kernel's fastest layout for several rows); one row goes through it over the stored kernel (`weight_kn`,
+    as fast at one row); otherwise, and for prefill's many rows, XLA's dot on the stored kernel.
     (Transposing in here would run every step: XLA does not hoist it out of the decode loop.)"""
 
     features: int
@@ -63,6 +64,8 @@ class FlaxDense(nn.Module):
         bias = None if bias is None else bias.astype(self.dtype)
         if flat.shape[0] <= kernels.MAX_ROWS and self.has_variable("params", "kernel_t"):
             y = kernels.linear(flat, self.get_variable("params", "kernel_t").astype(self.dtype), bias)
+        elif flat.shape[0] == 1:  # a batch-1 decode step: the C++ kernel reads the stored [in, out] kernel
+            y = kernels.linear(flat, kernel, bias, weight_kn=True)
         else:
             y = flat @ kernel if bias is None else flat @ kernel + bias
         return y.reshape(*x.shape[:-1], self.features)
@@ -314,8 +317,8 @@ class FlaxLlamaForCausalLM(FlaxLlamaPreTrainedModel):
 
     def _decode_params(self, params: Any, batch: int) -> Any:
         """Adds `kernel_t` (`[out, in]`) next to every Dense kernel for the decode steps' C++ products (see
-        FlaxDense). Not at batch 1: there XLA's own product already streams the weights about as fast, and
-        the copies (~0.5 GB for SmolLM2-135M) would cost about two steps."""
+        FlaxDense). Not at batch 1: there the C++ kernel reads the stored `[in, out]` kernels as fast, and the
+        copies (~0.5 GB for SmolLM2-135M) would cost about two steps."""
         if batch == 1 or kernels.linear_impl().label != "cpp":
             return params
 
