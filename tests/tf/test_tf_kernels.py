@@ -38,8 +38,8 @@ def test_linear_matches_reference(impl: Impl, shape, mode, weight_kn, rng):
 
 
 def test_cpp_linear_is_a_custom_call_only_under_xla():
-    if kernels._cpp_available() is not None:
-        pytest.skip(kernels._cpp_available())
+    if kernels.cpp_available() is not None:
+        pytest.skip(kernels.cpp_available())
 
     def ops(jit: bool, m: int = 4) -> set[str]:
         spec = (tf.TensorSpec([m, 16], tf.float32), tf.TensorSpec([8, 16], tf.float32))
@@ -49,3 +49,60 @@ def test_cpp_linear_is_a_custom_call_only_under_xla():
     assert "XlaCustomCallV2" in ops(True)
     assert "XlaCustomCallV2" not in ops(False)  # a plain tf.function has no kernel for it
     assert "XlaCustomCallV2" not in ops(True, kernels.MAX_ROWS + 1)
+
+
+def _choice_scores(batch: int, vocab: int, seed: int) -> np.ndarray:
+    s = np.random.default_rng(seed).normal(size=(batch, vocab)).astype(np.float32) * 3
+    if batch > 2:
+        s[1] = -np.inf  # every token banned ...
+        s[1, 2] = 0.0  # ... but one
+        s[2] = 0.5  # all equal
+    if batch > 3:
+        s[3, : vocab // 2] = -np.inf  # half banned
+    return s
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (4, 111), (8, 50257)], ids=str)
+def test_warpers_and_token_choice_match_reference_under_xla(shape):
+    """The TF backend's impls of top_k_mask, top_p_mask, argmax and sample_from_scores (the custom calls
+    first), compiled with XLA, against the NumPy reference; values are traced, so one compilation serves all."""
+    from pyengine.backends.tf.backend import OPS
+    from pyengine.ops import sampling as ref
+
+    scores = _choice_scores(*shape, seed=shape[1])
+    noise = np.random.default_rng(shape[1]).random((8, shape[0])).astype(np.float32)
+    noise[0], noise[1] = 0.0, np.nextafter(np.float32(1), np.float32(0))
+    for op, values in (("top_k_mask", [1, 5, 50, shape[1] + 3]), ("top_p_mask", [0.0, 0.3, 0.9, 1.0])):
+        for impl in OPS[op]:
+            if impl.available() is not None:
+                continue
+            for keep in (1, 3):
+                fn = tf.function(lambda s, v, impl=impl, keep=keep: impl.fn(s, v, -np.inf, keep), jit_compile=True)
+                for value in values:
+                    want = getattr(ref, op)(scores, value, -np.inf, keep)
+                    got = fn(tf.constant(scores), tf.constant(value)).numpy()
+                    np.testing.assert_array_equal(got, want, err_msg=f"{op} {impl.label} {value} {keep}")
+    for impl in OPS["argmax"]:
+        if impl.available() is None:
+            got = tf.function(impl.fn, jit_compile=True)(tf.constant(scores)).numpy()
+            np.testing.assert_array_equal(got, ref.argmax(scores), err_msg=impl.label)
+    for impl in OPS["sample_from_scores"]:
+        if impl.available() is not None:
+            continue
+        fn = tf.function(impl.fn, jit_compile=True)
+        for u in noise:
+            got = fn(tf.constant(scores), tf.constant(u)).numpy()
+            np.testing.assert_array_equal(got, ref.sample_from_scores(scores, u), err_msg=f"{impl.label} u={u}")
+
+
+def test_token_choice_is_a_custom_call_only_under_xla():
+    if kernels.cpp_available() is not None:
+        pytest.skip(kernels.cpp_available())
+
+    def ops(jit: bool) -> set[str]:
+        spec = (tf.TensorSpec([2, 16], tf.float32), tf.TensorSpec([2], tf.float32))
+        fn = tf.function(lambda s, u: (kernels.cpp_argmax(s), kernels.cpp_sample_from_scores(s, u)), jit_compile=jit)
+        return {op.type for op in fn.get_concrete_function(*spec).graph.get_operations()}
+
+    assert "XlaCustomCallV2" in ops(True)
+    assert "XlaCustomCallV2" not in ops(False)
