@@ -181,3 +181,30 @@ def test_without_the_library_native_runs_and_cpp_says_why(monkeypatch):
             select("linear", kernels.LINEAR)
     finally:
         kernels.cpp_available.cache_clear()
+
+
+def test_concurrent_calls_share_the_team_safely(rng):
+    """Two threads running custom calls at once: the targets' fork-join team (csrc/xla/team.h) serves one
+    call at a time and every result is still the reference's."""
+    import threading
+
+    if kernels.cpp_available() is not None:
+        pytest.skip(kernels.cpp_available())
+    fn = jax.jit(kernels.cpp_linear)
+    cases = [(rng.standard_normal((m, 256)).astype(np.float32), rng.standard_normal((1024, 256)).astype(np.float32))
+             for m in (1, 8)]  # fmt: skip
+    errors: list[BaseException] = []
+
+    def work(x, w):
+        try:
+            for _ in range(30):
+                np.testing.assert_allclose(np.asarray(fn(x, w)), _reference(x, w, None), rtol=1e-5, atol=2e-3)
+        except BaseException as err:  # noqa: BLE001 - handed to the main thread
+            errors.append(err)
+
+    threads = [threading.Thread(target=work, args=case) for case in cases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
