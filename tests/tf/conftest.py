@@ -15,3 +15,19 @@ except ImportError:
     pytest.skip("TensorFlow is not installed", allow_module_level=True)
 
 tf.config.set_visible_devices([], "GPU")
+
+
+@pytest.fixture
+def linear_calls(monkeypatch):
+    """Records `(rows, weight_kn)` of every `backends.tf.kernels.linear` call traced while the test runs."""
+    from pyengine.backends.tf import kernels
+
+    seen: list[tuple[int, bool]] = []
+    real = kernels.linear
+
+    def spy(x, w, bias=None, weight_kn=False):
+        seen.append((int(x.shape[0]), weight_kn))
+        return real(x, w, bias, weight_kn)
+
+    monkeypatch.setattr(kernels, "linear", spy)
+    return seen

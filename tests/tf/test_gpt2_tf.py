@@ -63,18 +63,10 @@ def test_greedy_tokens_match_torch(pair, jit, kwargs):
     assert len(set(expected[1, 5:].tolist())) > 2, "degenerate continuation: the test would prove little"
 
 
-def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, monkeypatch):
+def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls):
     """At batch 1 under XLA every product of a decode step is the C++ call over the `[in, out]` Conv1D weights
     (and the `[V, E]` table for the head), no copies; tokens stay equal to PyTorch's."""
     pt, tfm, _ = pair
-    seen = []
-    real = kernels.linear
-
-    def spy(x, w, bias=None, weight_kn=False):
-        seen.append((int(x.shape[0]), weight_kn))
-        return real(x, w, bias, weight_kn)
-
-    monkeypatch.setattr(kernels, "linear", spy)
     prompt = PROMPT[1:]
     with torch.no_grad():
         expected = pt.generate(torch.tensor(prompt), max_new_tokens=8, do_sample=False).numpy()
@@ -82,7 +74,8 @@ def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, monkeypatch):
     np.testing.assert_array_equal(got, expected)
     if kernels.linear_impl().label == "cpp":
         # traced once: the step's 4 Conv1D products a block, and the head over one row in prefill and in the step
-        assert seen.count((1, True)) == 4 * tfm.config.n_layer and seen.count((1, False)) == 2, seen
+        calls = linear_calls
+        assert calls.count((1, True)) == 4 * tfm.config.n_layer and calls.count((1, False)) == 2, calls
 
 
 def test_beam_tokens_match_torch(pair):

@@ -47,18 +47,10 @@ def test_logits_and_tokens_match_torch(pair):
     np.testing.assert_array_equal(out.numpy(), beam)
 
 
-def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, monkeypatch):
+def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls):
     """At batch 1 under XLA a decode step's products are C++ calls over the `[in, out]` Dense kernels as
     they are (the tied head over the `[V, E]` table); tokens stay equal to PyTorch's."""
     pt, tfm, _ = pair
-    seen = []
-    real = kernels.linear
-
-    def spy(x, w, bias=None, weight_kn=False):
-        seen.append((int(x.shape[0]), weight_kn))
-        return real(x, w, bias, weight_kn)
-
-    monkeypatch.setattr(kernels, "linear", spy)
     prompt = PROMPT[1:]
     with torch.no_grad():
         expected = pt.generate(torch.tensor(prompt), max_new_tokens=6, do_sample=False).numpy()
@@ -68,7 +60,7 @@ def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, monkeypatch):
         tied = tfm.config.tie_word_embeddings
         # traced once: 7 products a layer in the step, and the head over one row in prefill and in the step
         head = [(1, not tied)] * 2
-        assert sorted(seen) == sorted([(1, True)] * 7 * tfm.config.num_hidden_layers + head), seen
+        assert sorted(linear_calls) == sorted([(1, True)] * 7 * tfm.config.num_hidden_layers + head), linear_calls
 
 
 def test_h5_round_trip_and_from_tf_into_torch(pair, tmp_path):

@@ -65,24 +65,27 @@ def _rows_fit(scores: tf.Tensor) -> bool:
     return b is not None and v is not None and b > 0 and v > 0 and scores.dtype == tf.float32 and in_xla()
 
 
+def _mask_call(target: str, scores: tf.Tensor, value: tf.Tensor, filter_value: Any, min_tokens_to_keep: Any) -> tf.Tensor | None:
+    """The custom call of a warper, or None when its arguments need the native op (outside XLA, not float32
+    `[B, V]`, a traced min_tokens_to_keep or filter value)."""
+    static = isinstance(min_tokens_to_keep, int) and isinstance(filter_value, (int, float))
+    if not static or not _rows_fit(scores):
+        return None
+    b, v = scores.shape
+    config = f"{b} {v} {min_tokens_to_keep} {float(filter_value)!r}"
+    return _custom_call(target, [scores, tf.reshape(value, [])], config, tf.float32, [b, v])
+
+
 def cpp_top_k_mask(scores: tf.Tensor, top_k: Any, filter_value: float = native.NEG_INF,
                    min_tokens_to_keep: Any = 1) -> tf.Tensor:  # fmt: skip
-    if not _rows_fit(scores) or not isinstance(min_tokens_to_keep, int) or not isinstance(filter_value, (int, float)):
-        return native.top_k_mask(scores, top_k, filter_value, min_tokens_to_keep)
-    b, v = scores.shape
-    value = tf.reshape(tf.cast(top_k, tf.int32), [])
-    config = f"{b} {v} {min_tokens_to_keep} {float(filter_value)!r}"
-    return _custom_call("pyengine_top_k_mask", [scores, value], config, tf.float32, [b, v])
+    out = _mask_call("pyengine_top_k_mask", scores, tf.cast(top_k, tf.int32), filter_value, min_tokens_to_keep)
+    return native.top_k_mask(scores, top_k, filter_value, min_tokens_to_keep) if out is None else out
 
 
 def cpp_top_p_mask(scores: tf.Tensor, top_p: Any, filter_value: float = native.NEG_INF,
                    min_tokens_to_keep: Any = 1) -> tf.Tensor:  # fmt: skip
-    if not _rows_fit(scores) or not isinstance(min_tokens_to_keep, int) or not isinstance(filter_value, (int, float)):
-        return native.top_p_mask(scores, top_p, filter_value, min_tokens_to_keep)
-    b, v = scores.shape
-    value = tf.reshape(tf.cast(top_p, tf.float32), [])
-    config = f"{b} {v} {min_tokens_to_keep} {float(filter_value)!r}"
-    return _custom_call("pyengine_top_p_mask", [scores, value], config, tf.float32, [b, v])
+    out = _mask_call("pyengine_top_p_mask", scores, tf.cast(top_p, tf.float32), filter_value, min_tokens_to_keep)
+    return native.top_p_mask(scores, top_p, filter_value, min_tokens_to_keep) if out is None else out
 
 
 def cpp_argmax(scores: tf.Tensor) -> tf.Tensor:
