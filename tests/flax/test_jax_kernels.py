@@ -112,7 +112,7 @@ def _warper_scores(batch: int, vocab: int, seed: int) -> np.ndarray:
     return s
 
 
-@pytest.mark.parametrize("op", ["top_k_mask", "top_p_mask"])
+@pytest.mark.parametrize("op", ["top_k_mask", "top_p_mask", "min_p_mask"])
 @pytest.mark.parametrize("shape", [(1, 7), (4, 111), (8, 50257)], ids=str)
 def test_warper_impls_match_reference(op, shape):
     """Every JAX impl of the warpers (the custom call first) against the NumPy reference, the value traced."""
@@ -120,7 +120,8 @@ def test_warper_impls_match_reference(op, shape):
     from pyengine.ops import sampling as ref_sampling
 
     scores = _warper_scores(*shape, seed=shape[1])
-    values = [1, 5, 50, shape[1] + 3] if op == "top_k_mask" else [0.0, 0.3, 0.9, 1.0]
+    values = {"top_k_mask": [1, 5, 50, shape[1] + 3], "top_p_mask": [0.0, 0.3, 0.9, 1.0],
+              "min_p_mask": [0.0, 0.05, 0.3, 1.0]}[op]
     for impl in OPS[op]:
         if impl.available() is not None:
             continue

@@ -64,7 +64,7 @@ def _choice_scores(batch: int, vocab: int, seed: int) -> np.ndarray:
 
 @pytest.mark.parametrize("shape", [(1, 7), (4, 111), (8, 50257)], ids=str)
 def test_warpers_and_token_choice_match_reference_under_xla(shape):
-    """The TF backend's impls of top_k_mask, top_p_mask, argmax and sample_from_scores (the custom calls
+    """The TF backend's impls of the warpers, argmax and sample_from_scores (the custom calls
     first), compiled with XLA, against the NumPy reference; values are traced, so one compilation serves all."""
     from pyengine.backends.tf.backend import OPS
     from pyengine.ops import sampling as ref
@@ -72,7 +72,9 @@ def test_warpers_and_token_choice_match_reference_under_xla(shape):
     scores = _choice_scores(*shape, seed=shape[1])
     noise = np.random.default_rng(shape[1]).random((8, shape[0])).astype(np.float32)
     noise[0], noise[1] = 0.0, np.nextafter(np.float32(1), np.float32(0))
-    for op, values in (("top_k_mask", [1, 5, 50, shape[1] + 3]), ("top_p_mask", [0.0, 0.3, 0.9, 1.0])):
+    warpers = {"top_k_mask": [1, 5, 50, shape[1] + 3], "top_p_mask": [0.0, 0.3, 0.9, 1.0],
+               "min_p_mask": [0.0, 0.05, 0.3, 1.0]}
+    for op, values in warpers.items():
         for impl in OPS[op]:
             if impl.available() is not None:
                 continue

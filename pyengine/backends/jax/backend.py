@@ -25,7 +25,7 @@ OP_NAMES = ("temperature", "repetition_penalty", "min_length", "no_repeat_ngram"
 OPS = {name: [Impl("native", getattr(native, name))] for name in OP_NAMES}
 # The sampling warpers' and the token choice's row kernels as XLA custom calls (backends/jax/kernels.py), ahead
 # of the native ops.
-for _name in ("top_k_mask", "top_p_mask", "argmax", "sample_from_scores"):
+for _name in ("top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores"):
     OPS[_name].insert(0, Impl("cpp", getattr(kernels, f"cpp_{_name}"), available=kernels.cpp_available))
 
 _DTYPES = {"int64": jnp.int32, "int32": jnp.int32, "float32": jnp.float32, "bool": jnp.bool_}  # no x64 by default

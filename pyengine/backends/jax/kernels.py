@@ -16,16 +16,17 @@ weight stored `[K, N]` (`weight_kn=True`: Flax's Dense kernels). Implementations
 (float32); `native`: the two einsums over every slot (`functional.attend`). At batch 8 the einsums made a
 GPT-2-small step cost ~0.07 ms more per cache slot.
 
-`top_k_mask` / `top_p_mask` (the sampling warpers, same arguments as `native.py`): `cpp` runs the row
+`top_k_mask` / `top_p_mask` / `min_p_mask` (the sampling warpers, same arguments as `native.py`): `cpp` runs the row
 kernels the torch `cpp` ops run (csrc/include/pyengine/masks.h) through `pyengine_top_k_mask` /
-`pyengine_top_p_mask`, with top_k / top_p as array inputs (a new value does not recompile). XLA needs 32
-bisection passes for a traced top_k and a full sort for top_p: at batch 8 x 50257, ~5 ms of a sampling step.
+`pyengine_top_p_mask` / `pyengine_min_p_mask`, with the value as an array input (a new value does not
+recompile). XLA needs 32 bisection passes for a traced top_k and a full sort for top_p (and for min_p's
+min_tokens_to_keep): at batch 8 x 50257, ~5 ms of a sampling step.
 `argmax` / `sample_from_scores` (the token choice): `cpp` runs the row kernels of the torch `cpp` ops
 (sampling.h, fused.h) through `pyengine_argmax` / `pyengine_sample_from_scores`: one pass for the maximum,
 one for exp and the walk over the mass. XLA took 0.77 / 3.0 ms at batch 8 x 50257 (softmax, cumsum, count).
-These four sit in the JAX backend's op table (backend.py) ahead of `native`.
+These five sit in the JAX backend's op table (backend.py) ahead of `native`.
 
-`PYENGINE_IMPL_<OP>=native` (LINEAR, ATTEND_CACHED, TOP_K_MASK, TOP_P_MASK, ARGMAX, SAMPLE_FROM_SCORES) forces
+`PYENGINE_IMPL_<OP>=native` (LINEAR, ATTEND_CACHED, TOP_K_MASK, TOP_P_MASK, MIN_P_MASK, ARGMAX, SAMPLE_FROM_SCORES) forces
 XLA's own code. The choices are made once per process, at the first trace.
 """
 
@@ -132,6 +133,11 @@ def cpp_top_k_mask(scores: Array, top_k: Any, filter_value: float = -float("inf"
 def cpp_top_p_mask(scores: Array, top_p: Any, filter_value: float = -float("inf"), min_tokens_to_keep: Any = 1) -> Array:
     out = _mask_call("pyengine_top_p_mask", scores, jnp.asarray(top_p, jnp.float32), filter_value, min_tokens_to_keep)
     return native.top_p_mask(scores, top_p, filter_value, min_tokens_to_keep) if out is None else out
+
+
+def cpp_min_p_mask(scores: Array, min_p: Any, filter_value: float = -float("inf"), min_tokens_to_keep: Any = 1) -> Array:
+    out = _mask_call("pyengine_min_p_mask", scores, jnp.asarray(min_p, jnp.float32), filter_value, min_tokens_to_keep)
+    return native.min_p_mask(scores, min_p, filter_value, min_tokens_to_keep) if out is None else out
 
 
 def _select_call(target: str, scores: Array, *extra: Array) -> Array | None:

@@ -23,7 +23,7 @@ OP_NAMES = (
 OPS = {name: [Impl("native", getattr(native, name))] for name in OP_NAMES}
 # The warpers' and the token choice's row kernels as XLA custom calls (backends/tf/kernels.py), ahead of the
 # native ops; they run only while traced for XLA and hand everything else to the native op.
-for _name in ("top_k_mask", "top_p_mask", "argmax", "sample_from_scores"):
+for _name in ("top_k_mask", "top_p_mask", "min_p_mask", "argmax", "sample_from_scores"):
     OPS[_name].insert(0, Impl("cpp", getattr(kernels, f"cpp_{_name}"), available=kernels.cpp_available))
 
 _DTYPES = {"int32": tf.int32, "int64": tf.int64, "float32": tf.float32, "bool": tf.bool}

@@ -12,7 +12,7 @@ in order of preference:
   with `transpose_b`, 20 ms through this call.
 - `native`: `tf.matmul(x, w, transpose_b=True)`.
 The token choice has the same custom calls as JAX (backends/jax/kernels.py): `top_k_mask`, `top_p_mask`,
-`argmax`, `sample_from_scores` run the torch `cpp` ops' row kernels under XLA (`cpp` in the TF backend's op
+`min_p_mask`, `argmax`, `sample_from_scores` run the torch `cpp` ops' row kernels under XLA (`cpp` in the TF backend's op
 table, native outside XLA). At batch 8 x 50257 TensorFlow's XLA code took 6.4 ms for a traced top-k (32
 bisection passes), 1.8 ms for the draw, 0.9 ms for top-p at 1.0 and 0.6 ms for argmax.
 `PYENGINE_IMPL_<OP>=native` forces TensorFlow's own ops. The choice is made once per process.
@@ -86,6 +86,12 @@ def cpp_top_p_mask(scores: tf.Tensor, top_p: Any, filter_value: float = native.N
                    min_tokens_to_keep: Any = 1) -> tf.Tensor:  # fmt: skip
     out = _mask_call("pyengine_top_p_mask", scores, tf.cast(top_p, tf.float32), filter_value, min_tokens_to_keep)
     return native.top_p_mask(scores, top_p, filter_value, min_tokens_to_keep) if out is None else out
+
+
+def cpp_min_p_mask(scores: tf.Tensor, min_p: Any, filter_value: float = native.NEG_INF,
+                   min_tokens_to_keep: Any = 1) -> tf.Tensor:  # fmt: skip
+    out = _mask_call("pyengine_min_p_mask", scores, tf.cast(min_p, tf.float32), filter_value, min_tokens_to_keep)
+    return native.min_p_mask(scores, min_p, filter_value, min_tokens_to_keep) if out is None else out
 
 
 def cpp_argmax(scores: tf.Tensor) -> tf.Tensor:
