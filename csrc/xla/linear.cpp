@@ -25,7 +25,7 @@
 
 namespace {
 
-constexpr int64_t kChunk = 64;  // output columns per work item, as the torch LinearPlan splits them
+constexpr int64_t kChunk = 16;  // output columns per work item, as the torch LinearPlan splits them
 
 struct LinearShape {
   int64_t M = 0, K = 0, N = 0;

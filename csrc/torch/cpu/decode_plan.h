@@ -15,7 +15,7 @@
 namespace pyengine::cpu {
 
 // out[m, n] = (accumulate ? out[m, n] : 0) + bias[n] + scale[n] * (x[m] . w[n]) over a list of weights
-// whose output columns lie side by side in `out`. Items: 64-column chunks of every weight, in output order,
+// whose output columns lie side by side in `out`. Items: 16-column chunks of every weight, in output order,
 // so each thread streams its own slice of every matrix (consecutive chunks run as one column range).
 class LinearPlan {
  public:
@@ -97,7 +97,9 @@ class LinearPlan {
   }
 
  private:
-  static constexpr int64_t kChunk = 64;
+  // 16: a 576-wide output (SmolLM2's o and down) splits 288/288 columns between two threads; 64-column chunks
+  // split it 5/4, and the thread with less to do waited ~11% of those products at the barrier.
+  static constexpr int64_t kChunk = 16;
   struct Part {
     const void* w;
     at::ScalarType type;

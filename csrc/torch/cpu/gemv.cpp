@@ -3,7 +3,7 @@
 // out[m, n] = (accumulate ? out[m, n] : 0) + bias[n] + scale[n] * (x[m] . w[n]), written in place into a
 // caller-owned buffer, so a decode step allocates nothing. `weights` is a list whose output columns are
 // laid side by side in `out` (q, k, v or gate, up): one call, one thread split, no concatenated copy of
-// the parameters. The columns are split between threads in 64-column chunks, so each core streams its
+// the parameters. The columns are split between threads in 16-column chunks, so each core streams its
 // own slice of every weight matrix once per call.
 #include "decode_plan.h"
 
