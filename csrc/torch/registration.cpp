@@ -51,11 +51,11 @@ TORCH_LIBRARY(pyengine, m) {
       "decode_attention(Tensor(a!) out, Tensor qkv, Tensor(b!) key_cache, Tensor(c!) value_cache, Tensor? cos, "
       "Tensor? sin, Tensor positions, int length, Tensor? key_mask, int num_heads, float scale, Tensor? rows=None) -> ()");
   m.def(
-      "decode_layer(Tensor(a!) x, Tensor(b!) h, Tensor(c!) qkv, Tensor(d!) attn, Tensor(e!) gate_up, Tensor norm_in, "
-      "Tensor norm_post, float eps, Tensor[] qkv_w, Tensor[] qkv_s, Tensor[] qkv_b, Tensor[] o_w, Tensor[] o_s, "
-      "Tensor[] o_b, Tensor[] gate_up_w, Tensor[] gate_up_s, Tensor[] gate_up_b, Tensor[] down_w, Tensor[] down_s, "
-      "Tensor[] down_b, Tensor(f!) key_cache, Tensor(g!) value_cache, Tensor? cos, Tensor? sin, Tensor positions, "
-      "int length, Tensor? key_mask, int num_heads, float scale, Tensor? rows=None) -> ()");
+      "decode_layers(Tensor(a!) x, Tensor(b!) h, Tensor(c!) qkv, Tensor(d!) attn, Tensor(e!) gate_up, "
+      "Tensor[] norm_in, Tensor[] norm_post, float eps, Tensor[] qkv_w, Tensor[] qkv_s, Tensor[] qkv_b, Tensor[] o_w, "
+      "Tensor[] o_s, Tensor[] o_b, Tensor[] gate_up_w, Tensor[] gate_up_s, Tensor[] gate_up_b, Tensor[] down_w, "
+      "Tensor[] down_s, Tensor[] down_b, Tensor(f!)[] key_cache, Tensor(g!)[] value_cache, Tensor? cos, Tensor? sin, "
+      "Tensor positions, int length, Tensor? key_mask, int num_heads, float[] scale, Tensor? rows=None) -> ()");
   // issue 7: attention through the batch engine's block tables (pyengine/batch/paged_attention.py)
   m.def(
       "paged_attention(Tensor query, Tensor key_pool, Tensor value_pool, Tensor block_table, Tensor context_lens, "

@@ -147,23 +147,26 @@ def test_decode_attention_bad_input_is_clear():
 @pytest.mark.parametrize("weights_dtype", ["float32", "bf16", "int8"])
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("mask_and_table", [False, True])
-def test_decode_layer_matches_reference(weights_dtype, B, mask_and_table):
-    """The fused layer (one parallel region) against the reference layer built from the ops' references."""
+def test_decode_layers_matches_reference(weights_dtype, B, mask_and_table):
+    """Three fused layers (one parallel region) against the reference layers built from the ops' references."""
     gen = torch.Generator().manual_seed(11)
-    E, H, H_kv, D, inter, T_max, length = 48, 6, 2, 8, 40, 10, 6
+    E, H, H_kv, D, inter, T_max, length, L = 48, 6, 2, 8, 40, 10, 6, 3
 
     def proj(*shapes, bias=False):
         weights = [torch.randn(n, k, generator=gen) * 0.2 for n, k in shapes]
         biases = [torch.randn(n, generator=gen) * 0.1 for n, _ in shapes] if bias else []
         return decode.Linear(weights, biases, weights_dtype=weights_dtype)
 
-    qkv_p = proj((H * D, E), (H_kv * D, E), (H_kv * D, E), bias=True)
-    o_p, gate_up_p, down_p = proj((E, H * D)), proj((inter, E), (inter, E)), proj((E, inter))
-    norm_in, norm_post = torch.rand(E, generator=gen) + 0.5, torch.rand(E, generator=gen) + 0.5
-    caches = [torch.randn(B, H_kv, T_max, D, generator=gen) for _ in range(2)]
+    layers = [(proj((H * D, E), (H_kv * D, E), (H_kv * D, E), bias=True), proj((E, H * D)),
+               proj((inter, E), (inter, E)), proj((E, inter))) for _ in range(L)]  # fmt: skip
+    projections = [decode.stack_projections(column) for column in zip(*layers)]
+    norm_in = [torch.rand(E, generator=gen) + 0.5 for _ in range(L)]
+    norm_post = [torch.rand(E, generator=gen) + 0.5 for _ in range(L)]
+    caches = [[torch.randn(B, H_kv, T_max, D, generator=gen) for _ in range(L)] for _ in range(2)]
     angles = torch.randn(20, D // 2, generator=gen)
     cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
     positions = torch.arange(B) + 3
+    scale = [D**-0.5, 0.3, 0.2]
     mask = rows = None
     if mask_and_table:
         mask = torch.ones(B, length + 1, dtype=torch.long)
@@ -171,28 +174,37 @@ def test_decode_layer_matches_reference(weights_dtype, B, mask_and_table):
         rows = torch.randint(0, B, (B, T_max), generator=gen)
     x = torch.randn(B, E, generator=gen)
     results = []
-    for fn in (_cpp().decode_layer, decode.decode_layer_reference):
-        xs, cs = x.clone(), [c.clone() for c in caches]
+    for fn in (_cpp().decode_layers, decode.decode_layers_reference):
+        xs, (keys, values) = x.clone(), [[c.clone() for c in kind] for kind in caches]
         buffers = torch.empty(B, E), torch.empty(B, (H + 2 * H_kv) * D), torch.empty(B, H * D), torch.empty(B, 2 * inter)
-        fn(xs, *buffers, norm_in, norm_post, 1e-5, qkv_p.args, o_p.args, gate_up_p.args, down_p.args, *cs, cos, sin,
-           positions, length, mask, H, D**-0.5, rows)  # fmt: skip
-        results.append((xs, cs))
+        fn(xs, *buffers, norm_in, norm_post, 1e-5, *projections, keys, values, cos, sin, positions, length, mask, H,
+           scale, rows)  # fmt: skip
+        results.append((xs, keys + values))
     (ours, our_caches), (ref, ref_caches) = results
     assert not torch.equal(ours, x)  # the residual stream moved
     torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
-    for got, want in zip(our_caches, ref_caches):
+    for got, want in zip(our_caches, ref_caches):  # every layer wrote its own cache
         torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
+    assert all(not torch.equal(got[:, :, length], before[:, :, length]) for got, before in zip(our_caches, caches[0] + caches[1]))
 
 
 @needs_kernels
-def test_decode_layer_bad_input_is_clear():
-    lin = decode.Linear([torch.zeros(8, 8)])
+def test_decode_layers_bad_input_is_clear():
+    lin = decode.stack_projections([decode.Linear([torch.zeros(8, 8)])])
     x = torch.zeros(1, 8)
-    with pytest.raises(RuntimeError, match="decode_layer: norm weights must be contiguous float32 \\[8\\]"):
-        _cpp().decode_layer(x, torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 16),
-                            torch.ones(7), torch.ones(8), 1e-5, lin.args, lin.args, lin.args, lin.args,
-                            torch.zeros(1, 1, 4, 2), torch.zeros(1, 1, 4, 2), None, None,
-                            torch.zeros(1, dtype=torch.long), 0, None, 2, 1.0)  # fmt: skip
+    cache = [torch.zeros(1, 1, 4, 2)]
+
+    def call(norm_in, scale=(1.0,), qkv=lin):
+        _cpp().decode_layers(x, torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 16), norm_in,
+                             [torch.ones(8)], 1e-5, qkv, lin, lin, lin, cache, [c.clone() for c in cache], None, None,
+                             torch.zeros(1, dtype=torch.long), 0, None, 2, list(scale))  # fmt: skip
+
+    with pytest.raises(RuntimeError, match=r"decode_layers: norm weights must be contiguous float32 \[8\], layer 0"):
+        call([torch.ones(7)])
+    with pytest.raises(RuntimeError, match="one entry per layer; got 1, 1, 1, 1 and 2"):
+        call([torch.ones(8)], scale=(1.0, 1.0))
+    with pytest.raises(RuntimeError, match="decode_layers: pass at least one weight"):
+        call([torch.ones(8)], qkv=([], [], []))
 
 
 def test_low_precision_copies_live_in_one_huge_page_arena(families):

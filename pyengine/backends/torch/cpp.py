@@ -287,13 +287,13 @@ def decode_attention(out, qkv, key_cache, value_cache, cos, sin, positions, leng
                           int(num_heads), float(scale), rows)
 
 
-def decode_layer(x, h, qkv, attn, gate_up, norm_in, norm_post, eps: float, qkv_proj, o_proj, gate_up_proj,
-                 down_proj, key_cache, value_cache, cos, sin, positions, length: int, key_mask, num_heads: int,
-                 scale: float, rows=None) -> None:  # fmt: skip
-    """One LLaMA decoder layer of a decode step in one parallel region; each `*_proj` is (weights, scales, biases)."""
-    projections = [list(t) for proj in (qkv_proj, o_proj, gate_up_proj, down_proj) for t in proj]
-    _ops.decode_layer(x, h, qkv, attn, gate_up, norm_in, norm_post, float(eps), *projections, key_cache, value_cache,
-                      cos, sin, positions, int(length), key_mask, int(num_heads), float(scale), rows)
+def decode_layers(x, h, qkv, attn, gate_up, norm_in, norm_post, eps: float, qkv_proj, o_proj, gate_up_proj,
+                  down_proj, key_cache, value_cache, cos, sin, positions, length: int, key_mask, num_heads: int,
+                  scale, rows=None) -> None:  # fmt: skip
+    """A stack of LLaMA decoder layers of a decode step in one parallel region (decode.decode_layers_reference)."""
+    projections = [t for proj in (qkv_proj, o_proj, gate_up_proj, down_proj) for t in proj]
+    _ops.decode_layers(x, h, qkv, attn, gate_up, norm_in, norm_post, float(eps), *projections, key_cache, value_cache,
+                       cos, sin, positions, int(length), key_mask, int(num_heads), scale, rows)
 
 
 def paged_attention(

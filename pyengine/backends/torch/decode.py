@@ -10,9 +10,10 @@ when `decode_cache()` below accepts the call, built from four ops:
     rms_norm_into     LLaMA's RMSNorm          layer_norm_into   GPT-2's LayerNorm
     decode_attention  RoPE on q and the new k, the new k/v written into the KVCache, attention of the
                       one query over the cache with the padding mask read in place (no [B, 1, 1, T] mask)
-    decode_layer      a whole LLaMA layer (norm, q|k|v, attention, o, norm, gate|up, silu * up, down) from
-                      the four above, in one parallel region: batch-1 steps are short enough that a
-                      dispatch and a fork/join per op cost ~15% of them
+    decode_layers     all of a step's LLaMA layers (norm, q|k|v, attention, o, norm, gate|up, silu * up,
+                      down) from the four above, in one parallel region: batch-1 steps are short enough
+                      that a dispatch and a fork/join per op, or a return to Python per layer, idles the
+                      second core for a tenth of them
 
 Each op writes into a caller-owned buffer (`Workspace`, reused across steps of the same batch size).
 The Python function `<op>_reference` next to each is its meaning in torch ops; tests compare the C++
@@ -111,26 +112,33 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
     out.copy_(torch.einsum("bht,bhtd->bhd", probs, values).reshape(batch, -1))
 
 
-def decode_layer_reference(x, h, qkv, attn, gate_up, norm_in, norm_post, eps, qkv_proj, o_proj, gate_up_proj,
-                           down_proj, key_cache, value_cache, cos, sin, positions, length, key_mask, num_heads,
-                           scale, rows=None) -> None:  # fmt: skip
-    """One pre-norm LLaMA layer for one new token per row, in place on the residual `x` `[B, E]`.
+def decode_layers_reference(x, h, qkv, attn, gate_up, norm_in, norm_post, eps, qkv_proj, o_proj, gate_up_proj,
+                            down_proj, key_cache, value_cache, cos, sin, positions, length, key_mask, num_heads,
+                            scale, rows=None) -> None:  # fmt: skip
+    """Pre-norm LLaMA layers, one after the other, for one new token per row, in place on the residual `x` `[B, E]`.
 
-    `h`, `qkv`, `attn`, `gate_up` are scratch buffers (`[B, E]`, `[B, (H + 2 H_kv) D]`, `[B, H D]`, `[B, 2 I]`);
-    each `*_proj` is a `(weights, scales, biases)` triple as `linear_into` takes; the rest as
-    `decode_attention`.
+    `h`, `qkv`, `attn`, `gate_up` are scratch buffers (`[B, E]`, `[B, (H + 2 H_kv) D]`, `[B, H D]`, `[B, 2 I]`).
+    `norm_in`, `norm_post`, `key_cache`, `value_cache` and `scale` hold one entry per layer; each `*_proj` is a
+    `(weights, scales, biases)` triple of lists holding every layer's entries back to back (`stack_projections`),
+    the same number per layer; the rest as `decode_attention`.
     """
-    rms_norm_into_reference(h, x, norm_in, eps)
-    linear_into_reference(qkv, h, *qkv_proj)
-    decode_attention_reference(attn, qkv, key_cache, value_cache, cos, sin, positions, length, key_mask, num_heads,
-                               scale, rows)  # fmt: skip
-    linear_into_reference(x, attn, *o_proj, accumulate=True)
-    rms_norm_into_reference(h, x, norm_post, eps)
-    linear_into_reference(gate_up, h, *gate_up_proj)
-    inter = gate_up.shape[1] // 2
-    gate = gate_up[:, :inter]
-    gate.copy_(F.silu(gate) * gate_up[:, inter:])
-    linear_into_reference(x, gate, *down_proj, accumulate=True)
+    layers = len(norm_in)
+
+    def layer_args(proj, i):
+        return [lst[i * (len(lst) // layers) : (i + 1) * (len(lst) // layers)] for lst in proj]
+
+    for i in range(layers):
+        rms_norm_into_reference(h, x, norm_in[i], eps)
+        linear_into_reference(qkv, h, *layer_args(qkv_proj, i))
+        decode_attention_reference(attn, qkv, key_cache[i], value_cache[i], cos, sin, positions, length, key_mask,
+                                   num_heads, scale[i], rows)  # fmt: skip
+        linear_into_reference(x, attn, *layer_args(o_proj, i), accumulate=True)
+        rms_norm_into_reference(h, x, norm_post[i], eps)
+        linear_into_reference(gate_up, h, *layer_args(gate_up_proj, i))
+        inter = gate_up.shape[1] // 2
+        gate = gate_up[:, :inter]
+        gate.copy_(F.silu(gate) * gate_up[:, inter:])
+        linear_into_reference(x, gate, *layer_args(down_proj, i), accumulate=True)
 
 
 # -- the kernels, chosen once ---------------------------------------------------------------------------------
@@ -199,7 +207,7 @@ class Linear:
 
     @property
     def args(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """(weights, scales, biases) as `linear_into` and `decode_layer` take them."""
+        """(weights, scales, biases) as `linear_into` takes them."""
         return self.weights, self.scales, self.biases
 
     def __call__(self, out: torch.Tensor, x: torch.Tensor, accumulate: bool = False) -> None:
@@ -220,6 +228,14 @@ class Linear:
             cols = out[:, offset : offset + y.shape[1]]
             cols.add_(y) if accumulate else cols.copy_(y)
             offset += y.shape[1]
+
+
+def stack_projections(linears: Sequence[Linear]) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """One projection of every layer as `decode_layers` takes it: (weights, scales, biases), layer after layer."""
+    weights = [w for lin in linears for w in lin.weights]
+    scales = [s for lin in linears for s in lin.scales]
+    biases = [b for lin in linears for b in lin.biases]
+    return weights, scales, biases
 
 
 def place_on_hugepages(linears: Sequence[Linear]) -> None:

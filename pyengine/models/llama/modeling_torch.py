@@ -335,7 +335,7 @@ class LlamaDecodePath:
     parameters are used in place; bf16 / int8 copies are made here), activation buffers reused across
     steps. Per layer: RMSNorm → q|k|v → decode_attention (RoPE, cache write, attention over the cache) →
     o_proj added into the residual in place → RMSNorm → gate|up → act(gate) * up → down_proj added in place;
-    with a KVCache, SiLU and our kernel for every product, the whole layer is one `decode_layer` call.
+    with a KVCache, SiLU and our kernel for every product, all layers are one `decode_layers` call.
     Logits equal the reference forward's within the float32 tolerance.
     """
 
@@ -347,7 +347,7 @@ class LlamaDecodePath:
         self.intermediate, self.eps = cfg.intermediate_size, cfg.rms_norm_eps
         self.rope = model.model.rotary_emb
         self.act = model.model.layers[0].mlp.act_fn
-        # decode_layer computes silu itself; another activation takes the op-by-op path.
+        # decode_layers computes silu itself; another activation takes the op-by-op path.
         self.fused_layers = self.act is torch.nn.functional.silu
         self.layers = []
         for layer in model.model.layers:
@@ -369,6 +369,10 @@ class LlamaDecodePath:
         self.workspace = decode.Workspace()
         decode.place_on_hugepages([p for layer in self.layers for p in layer if isinstance(p, decode.Linear)]
                                   + [self.lm_head])  # fmt: skip
+        # decode_layers' arguments, every layer's back to back (after the copies found their final place).
+        norms_in, qkv_p, o_p, norms_post, gate_up_p, down_p, scales = zip(*self.layers)
+        self.stack = (list(norms_in), list(norms_post), *map(decode.stack_projections, (qkv_p, o_p, gate_up_p, down_p)),
+                      list(scales))  # fmt: skip
 
     @staticmethod
     def fingerprint(model: LlamaForCausalLM) -> tuple[int, ...]:
@@ -393,6 +397,7 @@ class LlamaDecodePath:
             rope.cos_table, rope.sin_table = rope._tables(max(max_position, 2 * rope.cos_table.shape[0]))
         cos, sin = self.rope.cos_table, self.rope.sin_table  # [T_pos, D]
         delegated = type(cache) is not KVCache  # a cache with attend(): the batch engine's paged view
+        cos_sin = key_mask = rows = None
         if delegated:
             cos_sin = (cos[positions][:, None, None], sin[positions][:, None, None])  # [B, 1, 1, D]
         else:
@@ -404,14 +409,26 @@ class LlamaDecodePath:
         h, attn = ws.get("h", batch, self.embed.shape[1]), ws.get("attn", batch, H * D)
         qkv, gate_up = ws.get("qkv", batch, (H + 2 * H_kv) * D), ws.get("gate_up", batch, 2 * inter)
         x = self.embed.index_select(0, input_ids.reshape(-1))  # [B, E] residual stream, updated in place
-        # One C++ call per layer when the layer's products run our kernel (they share weights dtype and rows).
-        fused = not delegated and self.fused_layers and self.layers[0][1].uses_kernel(batch)
+        # One C++ call for all layers when their products run our kernel (they share weights dtype and rows).
+        if not delegated and self.fused_layers and self.layers[0][1].uses_kernel(batch):
+            norms_in, norms_post, qkv_p, o_p, gate_up_p, down_p, scales = self.stack
+            ops.decode_layers(x, h, qkv, attn, gate_up, norms_in, norms_post, self.eps, qkv_p, o_p, gate_up_p, down_p,
+                              cache.keys, cache.values, cos, sin, positions, past, key_mask, H, scales, rows)  # fmt: skip
+        else:
+            self._layers_op_by_op(x, h, qkv, attn, gate_up, cache, delegated, cos, sin, cos_sin, positions, past,
+                                  key_mask, rows)  # fmt: skip
+        ops.rms_norm_into(h, x, self.norm, self.eps)
+        logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
+        self.lm_head(logits, h)
+        cache.advance(1)
+        return logits.view(batch, 1, -1)
+
+    def _layers_op_by_op(self, x, h, qkv, attn, gate_up, cache, delegated, cos, sin, cos_sin, positions, past,
+                         key_mask, rows) -> None:  # fmt: skip
+        """The layers as separate ops: another activation than SiLU, library products, or a delegated cache."""
+        ops = decode._kernels()
+        H, H_kv, D, inter = self.num_heads, self.kv_heads, self.dim, self.intermediate
         for i, (norm_in, qkv_proj, o_proj, norm_post, gate_up_proj, down_proj, scale) in enumerate(self.layers):
-            if fused:
-                ops.decode_layer(x, h, qkv, attn, gate_up, norm_in, norm_post, self.eps, qkv_proj.args, o_proj.args,
-                                 gate_up_proj.args, down_proj.args, cache.keys[i], cache.values[i], cos, sin,
-                                 positions, past, key_mask, H, scale, rows)  # fmt: skip
-                continue
             ops.rms_norm_into(h, x, norm_in, self.eps)
             qkv_proj(qkv, h)
             if delegated:
@@ -429,11 +446,6 @@ class LlamaDecodePath:
                 gate.copy_(self.act(gate))
             gate.mul_(gate_up[:, inter:])
             down_proj(x, gate, accumulate=True)
-        ops.rms_norm_into(h, x, self.norm, self.eps)
-        logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
-        self.lm_head(logits, h)
-        cache.advance(1)
-        return logits.view(batch, 1, -1)
 
 
 class LlamaForCausalLM(LlamaPreTrainedModel, decode.DecodePathMixin, GenerationMixin):
