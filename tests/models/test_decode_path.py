@@ -33,7 +33,7 @@ def _cpp():
 
 # -- ops against their references ----------------------------------------------------------------------------
 @needs_kernels
-@pytest.mark.parametrize("M", [1, 3, 4, 9, 17])
+@pytest.mark.parametrize("M", [1, 3, 4, 9, 17, 40])
 @pytest.mark.parametrize("K", [16, 37, 130])
 @pytest.mark.parametrize("weights_dtype", ["float32", "bf16", "int8", "kn"])
 def test_linear_into_matches_reference(M, K, weights_dtype):

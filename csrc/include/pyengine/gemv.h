@@ -89,21 +89,27 @@ inline void widen_rows(const W* src, int64_t n, float* dst) {
 
 // R weight rows w[0 .. R) (row stride K) against MB rows of x: MB x R dot products in registers
 // (dots[m * R + j]), each weight vector loaded once for all MB rows, the R rows R sequential streams a row
-// apart. With `Prefetch` (the pass that streams this weight block from memory) the next R weight rows are
-// prefetched a line at a time as we go: rows are too short for the hardware prefetcher to follow several
-// interleaved streams. Passes that find the block in L1 skip the prefetches (they cost ~15% of a step's
-// issue slots when repeated for every row block).
+// apart. With `Prefetch`, lines [pf_first, pf_first + pf_count) of each of the next block's R rows (from
+// `next`, `next_row` bytes apart) are prefetched as we go, spread evenly over the pass: rows are too short for the hardware
+// prefetcher to follow several interleaved streams. Each row's line i is fetched at the same point of its
+// pass, so every line arrives about one block ahead of its use.
 template <int MB, int R, bool Prefetch, class W>
-PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
+PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots,
+                               const char* next = nullptr, int64_t next_row = 0, int64_t pf_first = 0,
+                               int64_t pf_count = 0) {
 #if PYENGINE_GEMV_AVX512
   __m512 acc[MB][R];
   for (int m = 0; m < MB; ++m)
     for (int j = 0; j < R; ++j) acc[m][j] = _mm512_setzero_ps();
-  const char* next = reinterpret_cast<const char*>(w + R * K);
   constexpr int64_t kStep = 64 / (16 * sizeof(W)) > 0 ? 64 / (16 * sizeof(W)) : 1;  // k-steps per cache line
+  const int64_t line_steps = ((K + 15) / 16 + kStep - 1) / kStep;
+  const int64_t per_step = Prefetch ? (pf_count + line_steps - 1) / line_steps : 0;  // line positions per line step
+  int64_t pos = pf_first;
+  const int64_t end = pf_first + pf_count;
   auto step = [&](int64_t k, auto full, __mmask16 mask, int64_t s) __attribute__((always_inline)) {
     if (Prefetch && s % kStep == 0)
-      for (int j = 0; j < R; ++j) _mm_prefetch(next + (j * K + k) * static_cast<int64_t>(sizeof(W)), _MM_HINT_T0);
+      for (int64_t i = 0; i < per_step && pos < end; ++i, ++pos)
+        for (int j = 0; j < R; ++j) _mm_prefetch(next + j * next_row + 64 * pos, _MM_HINT_T0);
     __m512 wv[R];
     for (int j = 0; j < R; ++j) wv[j] = full ? load16(w + j * K + k) : load16(w + j * K + k, mask);
     for (int m = 0; m < MB; ++m) {
@@ -133,11 +139,14 @@ PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int
 
 // dot_block for a row count known only at run time, 1 <= mb <= MBMax.
 template <int MBMax, int R, bool Prefetch, class W>
-inline void dot_block_rows(int64_t mb, const float* x, int64_t x_stride, const W* w, int64_t K, float* dots) {
+inline void dot_block_rows(int64_t mb, const float* x, int64_t x_stride, const W* w, int64_t K, float* dots,
+                           const char* next = nullptr, int64_t next_row = 0, int64_t pf_first = 0,
+                           int64_t pf_count = 0) {
   if constexpr (MBMax > 1) {
-    if (mb < MBMax) return dot_block_rows<MBMax - 1, R, Prefetch>(mb, x, x_stride, w, K, dots);
+    if (mb < MBMax)
+      return dot_block_rows<MBMax - 1, R, Prefetch>(mb, x, x_stride, w, K, dots, next, next_row, pf_first, pf_count);
   }
-  dot_block<MBMax, R, Prefetch>(x, x_stride, w, K, dots);
+  dot_block<MBMax, R, Prefetch>(x, x_stride, w, K, dots, next, next_row, pf_first, pf_count);
 }
 
 // out[m, n] for rows of x times weight rows [n0, n1) of the "nk" layout, finishing with scale, bias and
@@ -148,8 +157,13 @@ inline void dot_block_rows(int64_t mb, const float* x, int64_t x_stride, const W
 //     the weight block in one more pass). Batch 1 float32 leaves the streaming to the hardware prefetcher:
 //     34 against 28 GB/s with prefetches; bf16 / int8 rows are consumed 2-4x faster per instruction than
 //     it fetches them, so they prefetch.
-//   - 8 rows and more: R = 3, MB = 8 (24 accumulators), half as many passes over each block: 27 against
+//   - 8 to 15 rows: R = 3, MB = 8 (24 accumulators), half as many passes over each block: 27 against
 //     23 GB/s for GPT-2-small at batch 8.
+//   - 16 rows and more: R = 6, MB = 4 (24 accumulators). The step is compute-bound by then, and what limits
+//     it is reading x again for every block of weight rows (x no longer fits in L1 beside the weights):
+//     64 / R bytes of x per FMA, so six weight rows per pass halve it. SmolLM2-135M's layer matrices, 2
+//     threads, weights from memory: 32 rows 146 -> 172 GFLOP/s, 64 rows 153 -> 200 (from L2: 191 -> 258,
+//     163 -> 242); 8 and 16 rows gain nothing streamed, so 8-15 keep R = 3.
 template <int R, int MB, class W>
 inline void gemv_nk_blocks(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0,
                            int64_t n1, float* out, int64_t out_stride, const float* scale, const float* bias,
@@ -167,16 +181,21 @@ inline void gemv_nk_blocks(const float* x, int64_t x_stride, int64_t M, const W*
   const bool widen_once = narrow && M >= 8;
   std::vector<float> scratch(widen_once ? R * K : 0);
   float dots[MB * R];
+  // The next block, prefetched in equal shares by every pass over this block. All in the first pass, those
+  // prefetches stalled it (a burst of misses) while the later passes, from L1, left memory idle.
+  const int64_t passes = (M + MB - 1) / MB, row = K * static_cast<int64_t>(sizeof(W)), lines = (row + 63) / 64;
   int64_t n = n0;
   for (; n + R <= n1; n += R) {
     if (widen_once) widen_rows(w + n * K, R * K, scratch.data());
-    for (int64_t m0 = 0; m0 < M; m0 += MB) {
+    const char* next = reinterpret_cast<const char*>(w + (n + R) * K);
+    for (int64_t m0 = 0, p = 0; m0 < M; m0 += MB, ++p) {
       const int64_t mb = M - m0 < MB ? M - m0 : MB;
       const float* xm = x + m0 * x_stride;
+      const int64_t l0 = lines * p / passes, l1 = lines * (p + 1) / passes;
       if (widen_once)
-        dot_block_rows<MB, R, false>(mb, xm, x_stride, scratch.data(), K, dots);
-      else if (m0 == 0 && prefetch)
-        dot_block_rows<MB, R, true>(mb, xm, x_stride, w + n * K, K, dots);
+        dot_block_rows<MB, R, true>(mb, xm, x_stride, scratch.data(), K, dots, next, row, l0, l1 - l0);
+      else if (prefetch)
+        dot_block_rows<MB, R, true>(mb, xm, x_stride, w + n * K, K, dots, next, row, l0, l1 - l0);
       else
         dot_block_rows<MB, R, false>(mb, xm, x_stride, w + n * K, K, dots);
       for (int64_t m = 0; m < mb; ++m)
@@ -190,7 +209,9 @@ inline void gemv_nk_blocks(const float* x, int64_t x_stride, int64_t M, const W*
 template <class W>
 inline void gemv_nk(const float* x, int64_t x_stride, int64_t M, const W* w, int64_t K, int64_t n0, int64_t n1,
                     float* out, int64_t out_stride, const float* scale, const float* bias, bool acc) {
-  if (M >= 8)
+  if (M >= 16)
+    gemv_nk_blocks<6, 4>(x, x_stride, M, w, K, n0, n1, out, out_stride, scale, bias, acc);
+  else if (M >= 8)
     gemv_nk_blocks<3, 8>(x, x_stride, M, w, K, n0, n1, out, out_stride, scale, bias, acc);
   else
     gemv_nk_blocks<4, 4>(x, x_stride, M, w, K, n0, n1, out, out_stride, scale, bias, acc);
