@@ -78,36 +78,6 @@ inline void rope_head(const float* x, const float* cos, const float* sin, int64_
   for (int64_t i = half; i < D; ++i) out[i] = x[i] * cos[i] + x[i - half] * sin[i];
 }
 
-// Attention of one query head `q` [D] over T keys/values of D floats, `key(t)` / `value(t)` pointing at
-// position t's (a row of a contiguous [T, D] cache, or wherever a beam's row table puts it), the newest
-// key at T - 1. `visible(t)` says whether key t may be attended; the newest key always is (see
-// build_attention_mask). `scores` is scratch of T floats. Softmax in float32 with the max subtracted.
-template <class Key, class Value, class Visible>
-inline void attend_one(const float* q, const Key& key, const Value& value, int64_t T, int64_t D, float scale,
-                       const Visible& visible, float* scores, float* out) {
-  float best = -std::numeric_limits<float>::infinity();
-  for (int64_t t = 0; t < T; ++t) {
-    if (t != T - 1 && !visible(t)) {
-      scores[t] = -std::numeric_limits<float>::infinity();
-      continue;
-    }
-    scores[t] = dot_f32(q, key(t), D) * scale;
-    best = scores[t] > best ? scores[t] : best;
-  }
-  float total = 0.f;
-  for (int64_t t = 0; t < T; ++t) {
-    scores[t] = std::exp(scores[t] - best);  // exp(-inf) = 0 for hidden keys
-    total += scores[t];
-  }
-  for (int64_t d = 0; d < D; ++d) out[d] = 0.f;
-  for (int64_t t = 0; t < T; ++t) {
-    if (scores[t] == 0.f) continue;
-    axpy_f32(scores[t], value(t), out, D);
-  }
-  const float inv = 1.f / total;
-  for (int64_t d = 0; d < D; ++d) out[d] *= inv;
-}
-
 // Attention of one query head `q` [D] over the T slots of a [T, D] key/value cache, only the slots where
 // `visible[t]` is non-zero (the others are never read). No visible slot: the mean of every value row (what a
 // softmax over all-equal masked scores gives). `scores` is scratch of T floats.

@@ -119,6 +119,31 @@ inline void paged_head_scalar(const float* keys, const float* values, const int6
   for (int64_t d = 0; d < D; ++d) out[d] /= total;
 }
 
+// All H query heads (`q_scaled` [H, D], the queries times the scale) over the L positions whose rows start
+// at keys + off[j] / values + off[j], kv head g of a row at + g * D; head h reads kv head h / (H / H_kv) and
+// writes out + h * o_head_stride. Scratch: `scores` H * L floats. The vector path up to D = 128, else scalar.
+inline void attend_rows(const float* keys, const float* values, const int64_t* off, int64_t L, int64_t H,
+                        int64_t Hkv, int64_t D, const float* q_scaled, float* out, int64_t o_head_stride,
+                        float* scores) {
+#if PYENGINE_AVX512
+  switch ((D + 15) / 16) {
+    case 1: return paged_row<1>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 2: return paged_row<2>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 3: return paged_row<3>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 4: return paged_row<4>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 5: return paged_row<5>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 6: return paged_row<6>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 7: return paged_row<7>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    case 8: return paged_row<8>(keys, values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
+    default: break;
+  }
+#endif
+  const int64_t G = H / Hkv;
+  for (int64_t h = 0; h < H; ++h)
+    paged_head_scalar(keys + (h / G) * D, values + (h / G) * D, off, L, D, q_scaled + h * D, out + h * o_head_stride,
+                      scores);
+}
+
 // Attention of all H query heads (q + h * q_head_stride, each D floats) of one query column at position
 // `pos` over positions [0, pos], read through `table`; head h reads kv head h / (H / H_kv). Writes
 // out + h * o_head_stride. Scratch: `scores` H * (pos + 1) floats, `off` pos + 1 int64, `q_scaled` H * D.
@@ -131,23 +156,7 @@ inline void paged_attention_column(const PagedPools& pools, const int64_t* table
     for (int64_t t = 0; t < P && j < L; ++t, ++j) off[j] = (table[blk] * P + t) * row;
   for (int64_t h = 0; h < H; ++h)
     for (int64_t d = 0; d < D; ++d) q_scaled[h * D + d] = q[h * q_head_stride + d] * scale;
-#if PYENGINE_AVX512
-  switch ((D + 15) / 16) {
-    case 1: return paged_row<1>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 2: return paged_row<2>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 3: return paged_row<3>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 4: return paged_row<4>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 5: return paged_row<5>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 6: return paged_row<6>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 7: return paged_row<7>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    case 8: return paged_row<8>(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
-    default: break;
-  }
-#endif
-  const int64_t G = H / Hkv;
-  for (int64_t h = 0; h < H; ++h)
-    paged_head_scalar(pools.keys + (h / G) * D, pools.values + (h / G) * D, off, L, D, q_scaled + h * D,
-                      out + h * o_head_stride, scores);
+  attend_rows(pools.keys, pools.values, off, L, H, Hkv, D, q_scaled, out, o_head_stride, scores);
 }
 
 }  // namespace pyengine

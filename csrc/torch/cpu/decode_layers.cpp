@@ -108,7 +108,7 @@ void decode_layers(at::Tensor& x, at::Tensor& h, at::Tensor& qkv, at::Tensor& at
         for (int64_t m = m0; m < m1; ++m) rms_norm_row(xp + m * xs, w, E, e, hp + m * hs);
       });
     };
-    std::vector<float> scores(length + 1), q(plan[0].attention.head_dim());
+    AttentionScratch scratch = plan[0].attention.scratch();
 
     for (const LayerPlan& layer : plan) {
       norm(layer.norm_in);
@@ -117,7 +117,7 @@ void decode_layers(at::Tensor& x, at::Tensor& h, at::Tensor& qkv, at::Tensor& at
 #pragma omp barrier
 #pragma omp single
       layer.attention.write_new();  // (the implicit barrier of `single` follows)
-      share(layer.attention.items(), [&](int64_t a, int64_t b) { layer.attention.run(a, b, scores.data(), q.data()); });
+      share(layer.attention.items(), [&](int64_t a, int64_t b) { layer.attention.run(a, b, scratch); });
 #pragma omp barrier
       product(layer.o);
 #pragma omp barrier

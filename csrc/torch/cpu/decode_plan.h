@@ -11,6 +11,7 @@
 #include "common.h"
 #include "pyengine/decode.h"
 #include "pyengine/gemv.h"
+#include "pyengine/paged_attention.h"
 
 namespace pyengine::cpu {
 
@@ -115,9 +116,17 @@ class LinearPlan {
   float* o_ = nullptr;
 };
 
+// Per-thread scratch of AttentionPlan::run.
+struct AttentionScratch {
+  std::vector<float> scores, q;  // G * T, G * D
+  std::vector<int64_t> off;      // T
+};
+
 // One query per row over a [B, H_kv, T_max, D] KVCache layer: RoPE on q and the new k, the new k/v written
-// at position `length`, then attention of every (row, query head) over positions [0, length]. Items: the
-// B * H (row, head) pairs, after `write_new()`.
+// at position `length`, then attention over positions [0, length]. Items: the B * H_kv (row, kv head) pairs,
+// after `write_new()`; an item runs the G = H / H_kv query heads of its group together with the batch
+// engine's kernel (attend_rows: 16 keys per transpose-and-add tree, vector softmax, each key and value row
+// read once for the group). Hidden positions of the padding mask are left out of the list it reads.
 class AttentionPlan {
  public:
   AttentionPlan(at::Tensor& out, const at::Tensor& qkv, at::Tensor& key_cache, at::Tensor& value_cache,
@@ -191,11 +200,17 @@ class AttentionPlan {
     os_ = out.stride(0);
   }
 
-  int64_t items() const { return B_ * H_; }
+  int64_t items() const { return B_ * Hkv_; }
   int64_t positions() const { return length_ + 1; }
   int64_t head_dim() const { return D_; }
-  // A head over a short cache is a few microseconds of work: heads go to threads in batches.
-  int64_t grain() const { return std::max<int64_t>(1, 65536 / std::max<int64_t>(positions() * D_, 1)); }
+  // A group over a short cache is a few microseconds of work: groups go to threads in batches.
+  int64_t grain() const {
+    return std::max<int64_t>(1, 65536 / std::max<int64_t>(positions() * D_ * (H_ / Hkv_), 1));
+  }
+  AttentionScratch scratch() const {
+    const int64_t G = H_ / Hkv_, T = positions();
+    return {std::vector<float>(G * T), std::vector<float>(G * D_), std::vector<int64_t>(T)};
+  }
 
   // The new key (rotated) and value of every row and kv head, into cache position `length`.
   void write_new() const {
@@ -215,39 +230,43 @@ class AttentionPlan {
       }
   }
 
-  // Items [i0, i1) after write_new(); `scores` holds positions() floats, `q` head_dim() floats of scratch.
-  void run(int64_t i0, int64_t i1, float* scores, float* q) const {
-    const int64_t T = length_ + 1, groups = H_ / Hkv_;
+  // Items [i0, i1) after write_new().
+  void run(int64_t i0, int64_t i1, AttentionScratch& scratch) const {
+    const int64_t G = H_ / Hkv_;
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / H_, h = i % H_, g = h / groups;
-      const float* qh = q_all_ + b * qs_ + h * D_;
-      if (rope_) {
-        const int64_t p = pos_.const_data_ptr<int64_t>()[b];
-        rope_head(qh, cp_ + p * D_, sp_ + p * D_, D_, q);
-        qh = q;
-      }
-      float* oh = o_ + b * os_ + h * D_;
-      // Position t of this row: its own cache row, or the one the row table names (the newest is its own).
+      const int64_t b = i / Hkv_, g = i % Hkv_;
+      // Where position t of this row and kv head lives: its own cache row, or the one the beam row table
+      // names (the newest is always its own); positions the padding mask hides are skipped.
       const int64_t* r = table_.defined() ? table_.const_data_ptr<int64_t>() + b * table_.stride(0) : nullptr;
-      auto position = [&](const float* cache, int64_t t) {
+      int64_t L = 0;
+      for (int64_t t = 0; t <= length_; ++t) {
+        if (t < length_ && !visible(b, t)) continue;
         const int64_t row = r && t < length_ ? r[t] : b;
-        return cache + ((row * Hkv_ + g) * Tmax_ + t) * D_;
-      };
-      auto key = [&](int64_t t) { return position(kc_, t); };
-      auto value = [&](int64_t t) { return position(vc_, t); };
-      if (!mask_.defined()) {
-        attend_one(qh, key, value, T, D_, scale_, [](int64_t) { return true; }, scores, oh);
-      } else if (mask_.scalar_type() == at::kLong) {
-        const int64_t* mrow = mask_.const_data_ptr<int64_t>() + b * mask_.stride(0);
-        attend_one(qh, key, value, T, D_, scale_, [&](int64_t t) { return mrow[t] != 0; }, scores, oh);
-      } else {
-        const bool* mrow = mask_.const_data_ptr<bool>() + b * mask_.stride(0);
-        attend_one(qh, key, value, T, D_, scale_, [&](int64_t t) { return mrow[t]; }, scores, oh);
+        scratch.off[L++] = ((row * Hkv_ + g) * Tmax_ + t) * D_;
       }
+      for (int64_t h = 0; h < G; ++h) {  // the group's queries, rotated, times the scale
+        const float* qh = q_all_ + b * qs_ + (g * G + h) * D_;
+        float* dst = scratch.q.data() + h * D_;
+        if (rope_) {
+          const int64_t p = pos_.const_data_ptr<int64_t>()[b];
+          rope_head(qh, cp_ + p * D_, sp_ + p * D_, D_, dst);
+        } else {
+          std::copy(qh, qh + D_, dst);
+        }
+        for (int64_t d = 0; d < D_; ++d) dst[d] *= scale_;
+      }
+      attend_rows(kc_, vc_, scratch.off.data(), L, G, 1, D_, scratch.q.data(), o_ + b * os_ + g * G * D_, D_,
+                  scratch.scores.data());
     }
   }
 
  private:
+  bool visible(int64_t b, int64_t t) const {
+    if (!mask_.defined()) return true;
+    if (mask_.scalar_type() == at::kLong) return mask_.const_data_ptr<int64_t>()[b * mask_.stride(0) + t] != 0;
+    return mask_.const_data_ptr<bool>()[b * mask_.stride(0) + t];
+  }
+
   int64_t length_, H_;
   float scale_;
   int64_t B_ = 0, Hkv_ = 0, Tmax_ = 0, D_ = 0, qs_ = 0, os_ = 0;

@@ -58,8 +58,8 @@ void decode_attention(at::Tensor& out, const at::Tensor& qkv, at::Tensor& key_ca
                            rows, "decode_attention");
   plan.write_new();
   at::parallel_for(0, plan.items(), plan.grain(), [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores(plan.positions()), q(plan.head_dim());
-    plan.run(i0, i1, scores.data(), q.data());
+    AttentionScratch scratch = plan.scratch();
+    plan.run(i0, i1, scratch);
   });
 }
 
