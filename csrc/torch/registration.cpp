@@ -52,7 +52,8 @@ TORCH_LIBRARY(pyengine, m) {
       "Tensor? sin, Tensor positions, int length, Tensor? key_mask, int num_heads, float scale, Tensor? rows=None) -> ()");
   m.def(
       "decode_layers(Tensor(a!) x, Tensor(b!) h, Tensor(c!) qkv, Tensor(d!) attn, Tensor(e!) gate_up, "
-      "Tensor[] norm_in, Tensor[] norm_post, float eps, Tensor[] qkv_w, Tensor[] qkv_s, Tensor[] qkv_b, Tensor[] o_w, "
+      "Tensor[] norm_in, Tensor[] norm_post, Tensor[] norm_in_b, Tensor[] norm_post_b, float eps, str activation, "
+      "bool weight_kn, Tensor[] qkv_w, Tensor[] qkv_s, Tensor[] qkv_b, Tensor[] o_w, "
       "Tensor[] o_s, Tensor[] o_b, Tensor[] gate_up_w, Tensor[] gate_up_s, Tensor[] gate_up_b, Tensor[] down_w, "
       "Tensor[] down_s, Tensor[] down_b, Tensor(f!)[] key_cache, Tensor(g!)[] value_cache, Tensor? cos, Tensor? sin, "
       "Tensor positions, int length, Tensor? key_mask, int num_heads, float[] scale, Tensor? rows=None) -> ()");

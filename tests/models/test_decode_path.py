@@ -144,27 +144,47 @@ def test_decode_attention_bad_input_is_clear():
 
 
 @needs_kernels
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("weights_dtype", ["float32", "bf16", "int8"])
 @pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("mask_and_table", [False, True])
-def test_decode_layers_matches_reference(weights_dtype, B, mask_and_table):
-    """Three fused layers (one parallel region) against the reference layers built from the ops' references."""
+def test_decode_layers_matches_reference(family, weights_dtype, B, mask_and_table):
+    """Three fused layers (one parallel region) against the reference layers built from the ops' references.
+
+    llama: RMSNorm, RoPE, grouped kv heads, gate|up with SiLU. gpt2: LayerNorm with bias, no RoPE, one kv head
+    per query head, the tanh GELU, and Conv1D's [in, out] weights (float32; the copies are [out, in]).
+    """
     gen = torch.Generator().manual_seed(11)
-    E, H, H_kv, D, inter, T_max, length, L = 48, 6, 2, 8, 40, 10, 6, 3
+    gpt2 = family == "gpt2"
+    E, H, D, inter, T_max, length, L = 48, 6, 8, 40, 10, 6, 3
+    H_kv = H if gpt2 else 2
 
     def proj(*shapes, bias=False):
         weights = [torch.randn(n, k, generator=gen) * 0.2 for n, k in shapes]
         biases = [torch.randn(n, generator=gen) * 0.1 for n, _ in shapes] if bias else []
-        return decode.Linear(weights, biases, weights_dtype=weights_dtype)
+        if gpt2:
+            weights = [w.t().contiguous() for w in weights]  # Conv1D: [in, out]
+        return decode.Linear(weights, biases, weight_kn=gpt2, weights_dtype=weights_dtype)
 
-    layers = [(proj((H * D, E), (H_kv * D, E), (H_kv * D, E), bias=True), proj((E, H * D)),
-               proj((inter, E), (inter, E)), proj((E, inter))) for _ in range(L)]  # fmt: skip
+    if gpt2:
+        mlp = [proj((inter, E), bias=True), proj((E, inter), bias=True)]
+    else:
+        mlp = [proj((inter, E), (inter, E)), proj((E, inter))]
+    layers = [(proj((H * D, E), (H_kv * D, E), (H_kv * D, E), bias=True), proj((E, H * D), bias=gpt2), *mlp)
+              for _ in range(L)]  # fmt: skip
     projections = [decode.stack_projections(column) for column in zip(*layers)]
     norm_in = [torch.rand(E, generator=gen) + 0.5 for _ in range(L)]
     norm_post = [torch.rand(E, generator=gen) + 0.5 for _ in range(L)]
+    extra = {}
+    if gpt2:
+        extra = dict(norm_in_bias=[torch.randn(E, generator=gen) * 0.1 for _ in range(L)],
+                     norm_post_bias=[torch.randn(E, generator=gen) * 0.1 for _ in range(L)],
+                     activation="gelu_tanh", weight_kn=layers[0][0].kn)  # fmt: skip
     caches = [[torch.randn(B, H_kv, T_max, D, generator=gen) for _ in range(L)] for _ in range(2)]
-    angles = torch.randn(20, D // 2, generator=gen)
-    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    cos = sin = None
+    if not gpt2:
+        angles = torch.randn(20, D // 2, generator=gen)
+        cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
     positions = torch.arange(B) + 3
     scale = [D**-0.5, 0.3, 0.2]
     mask = rows = None
@@ -176,9 +196,10 @@ def test_decode_layers_matches_reference(weights_dtype, B, mask_and_table):
     results = []
     for fn in (_cpp().decode_layers, decode.decode_layers_reference):
         xs, (keys, values) = x.clone(), [[c.clone() for c in kind] for kind in caches]
-        buffers = torch.empty(B, E), torch.empty(B, (H + 2 * H_kv) * D), torch.empty(B, H * D), torch.empty(B, 2 * inter)
+        mlp_in = torch.empty(B, inter if gpt2 else 2 * inter)
+        buffers = torch.empty(B, E), torch.empty(B, (H + 2 * H_kv) * D), torch.empty(B, H * D), mlp_in
         fn(xs, *buffers, norm_in, norm_post, 1e-5, *projections, keys, values, cos, sin, positions, length, mask, H,
-           scale, rows)  # fmt: skip
+           scale, rows, **extra)  # fmt: skip
         results.append((xs, keys + values))
     (ours, our_caches), (ref, ref_caches) = results
     assert not torch.equal(ours, x)  # the residual stream moved
@@ -205,6 +226,10 @@ def test_decode_layers_bad_input_is_clear():
         call([torch.ones(8)], scale=(1.0, 1.0))
     with pytest.raises(RuntimeError, match="decode_layers: pass at least one weight"):
         call([torch.ones(8)], qkv=([], [], []))
+    with pytest.raises(RuntimeError, match='activation must be "silu_mul" or "gelu_tanh", got "relu"'):
+        _cpp().decode_layers(x, torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 8), torch.empty(1, 16),
+                             [torch.ones(8)], [torch.ones(8)], 1e-5, lin, lin, lin, lin, cache, cache, None, None,
+                             torch.zeros(1, dtype=torch.long), 0, None, 2, [1.0], activation="relu")  # fmt: skip
 
 
 def test_low_precision_copies_live_in_one_huge_page_arena(families):

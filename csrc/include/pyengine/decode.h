@@ -71,6 +71,27 @@ inline void silu_mul(float* gate, const float* up, int64_t n) {
   for (; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
 }
 
+// x[i] = gelu_tanh(x[i]) = 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))), GPT-2's "gelu_new" (torch's
+// gelu(approximate="tanh")), in place. The vector path forms tanh(u) = sign(u) (1 - e) / (1 + e) from
+// e = exp(-2 |u|) (no overflow).
+inline void gelu_tanh(float* x, int64_t n) {
+  constexpr float kA = 0.7978845608028654f, kB = 0.044715f;
+  int64_t i = 0;
+#if PYENGINE_AVX512
+  const __m512 one = _mm512_set1_ps(1.0f), half = _mm512_set1_ps(0.5f), a = _mm512_set1_ps(kA),
+               b = _mm512_set1_ps(kB), minus_two = _mm512_set1_ps(-2.0f);
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    const __m512 u = _mm512_mul_ps(a, _mm512_fmadd_ps(_mm512_mul_ps(b, v), _mm512_mul_ps(v, v), v));
+    const __m512 e = exp_neg_ps(_mm512_mul_ps(minus_two, _mm512_abs_ps(u)));  // exp(-2|u|)
+    __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));  // tanh(|u|)
+    t = _mm512_mask_sub_ps(t, _mm512_cmp_ps_mask(u, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), t);
+    _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_mul_ps(half, v), _mm512_add_ps(one, t)));
+  }
+#endif
+  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::tanh(kA * (x[i] + kB * x[i] * x[i] * x[i])));
+}
+
 // LLaMA's rotate-half RoPE of one head: out = x * cos + rotate_half(x) * sin (cos/sin rows of width D).
 inline void rope_head(const float* x, const float* cos, const float* sin, int64_t D, float* out) {
   const int64_t half = D / 2;

@@ -10,10 +10,10 @@ when `decode_cache()` below accepts the call, built from four ops:
     rms_norm_into     LLaMA's RMSNorm          layer_norm_into   GPT-2's LayerNorm
     decode_attention  RoPE on q and the new k, the new k/v written into the KVCache, attention of the
                       one query over the cache with the padding mask read in place (no [B, 1, 1, T] mask)
-    decode_layers     all of a step's LLaMA layers (norm, q|k|v, attention, o, norm, gate|up, silu * up,
-                      down) from the four above, in one parallel region: batch-1 steps are short enough
-                      that a dispatch and a fork/join per op, or a return to Python per layer, idles the
-                      second core for a tenth of them
+    decode_layers     all of a step's layers (norm, q|k|v, attention, o, norm, gate|up, silu * up or
+                      gelu, down; LLaMA's or GPT-2's) from the four above, in one parallel region:
+                      batch-1 steps are short enough that a dispatch and a fork/join per op, or a return
+                      to Python per layer, idles the second core for a tenth of them
 
 Each op writes into a caller-owned buffer (`Workspace`, reused across steps of the same batch size).
 The Python function `<op>_reference` next to each is its meaning in torch ops; tests compare the C++
@@ -114,31 +114,45 @@ def decode_attention_reference(out, qkv, key_cache, value_cache, cos, sin, posit
 
 def decode_layers_reference(x, h, qkv, attn, gate_up, norm_in, norm_post, eps, qkv_proj, o_proj, gate_up_proj,
                             down_proj, key_cache, value_cache, cos, sin, positions, length, key_mask, num_heads,
-                            scale, rows=None) -> None:  # fmt: skip
-    """Pre-norm LLaMA layers, one after the other, for one new token per row, in place on the residual `x` `[B, E]`.
+                            scale, rows=None, *, norm_in_bias=(), norm_post_bias=(), activation="silu_mul",
+                            weight_kn=False) -> None:  # fmt: skip
+    """Pre-norm decoder layers, one after the other, for one new token per row, in place on the residual `x` `[B, E]`.
 
-    `h`, `qkv`, `attn`, `gate_up` are scratch buffers (`[B, E]`, `[B, (H + 2 H_kv) D]`, `[B, H D]`, `[B, 2 I]`).
-    `norm_in`, `norm_post`, `key_cache`, `value_cache` and `scale` hold one entry per layer; each `*_proj` is a
-    `(weights, scales, biases)` triple of lists holding every layer's entries back to back (`stack_projections`),
-    the same number per layer; the rest as `decode_attention`.
+    LLaMA's layer by default: RMSNorm, `gate|up` then `silu(gate) * up` (`activation="silu_mul"`, `gate_up`
+    `[B, 2 I]`). GPT-2's with `norm_in_bias` / `norm_post_bias` (LayerNorm), `activation="gelu_tanh"` (`gate_up`
+    is the `[B, I]` MLP input) and `weight_kn` (Conv1D's `[in, out]` weights). `h`, `qkv`, `attn`, `gate_up`
+    are scratch buffers (`[B, E]`, `[B, (H + 2 H_kv) D]`, `[B, H D]`, as above). `norm_in`, `norm_post`,
+    `key_cache`, `value_cache` and `scale` hold one entry per layer; each `*_proj` is a `(weights, scales,
+    biases)` triple of lists holding every layer's entries back to back (`stack_projections`), the same number
+    per layer; the rest as `decode_attention`.
     """
     layers = len(norm_in)
 
     def layer_args(proj, i):
         return [lst[i * (len(lst) // layers) : (i + 1) * (len(lst) // layers)] for lst in proj]
 
+    def norm(weights, biases, i):
+        if biases:
+            layer_norm_into_reference(h, x, weights[i], biases[i], eps)
+        else:
+            rms_norm_into_reference(h, x, weights[i], eps)
+
     for i in range(layers):
-        rms_norm_into_reference(h, x, norm_in[i], eps)
-        linear_into_reference(qkv, h, *layer_args(qkv_proj, i))
+        norm(norm_in, norm_in_bias, i)
+        linear_into_reference(qkv, h, *layer_args(qkv_proj, i), weight_kn=weight_kn)
         decode_attention_reference(attn, qkv, key_cache[i], value_cache[i], cos, sin, positions, length, key_mask,
                                    num_heads, scale[i], rows)  # fmt: skip
-        linear_into_reference(x, attn, *layer_args(o_proj, i), accumulate=True)
-        rms_norm_into_reference(h, x, norm_post[i], eps)
-        linear_into_reference(gate_up, h, *layer_args(gate_up_proj, i))
-        inter = gate_up.shape[1] // 2
-        gate = gate_up[:, :inter]
-        gate.copy_(F.silu(gate) * gate_up[:, inter:])
-        linear_into_reference(x, gate, *layer_args(down_proj, i), accumulate=True)
+        linear_into_reference(x, attn, *layer_args(o_proj, i), accumulate=True, weight_kn=weight_kn)
+        norm(norm_post, norm_post_bias, i)
+        linear_into_reference(gate_up, h, *layer_args(gate_up_proj, i), weight_kn=weight_kn)
+        if activation == "silu_mul":
+            inter = gate_up.shape[1] // 2
+            gate = gate_up[:, :inter]
+            gate.copy_(F.silu(gate) * gate_up[:, inter:])
+        else:
+            gate = gate_up
+            gate.copy_(F.gelu(gate, approximate="tanh"))
+        linear_into_reference(x, gate, *layer_args(down_proj, i), accumulate=True, weight_kn=weight_kn)
 
 
 # -- the kernels, chosen once ---------------------------------------------------------------------------------

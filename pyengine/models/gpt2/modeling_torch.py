@@ -287,7 +287,8 @@ class GPT2DecodePath:
     Built once per model and weights dtype; the float32 Conv1D weights are used in place in their `[in, out]`
     layout (bf16 / int8 copies are made `[out, in]` here), activation buffers are reused across steps. Per
     block: LayerNorm → c_attn → decode_attention (cache write, attention over the cache) → c_proj added
-    into the residual in place → LayerNorm → c_fc → GELU in place → mlp.c_proj added in place.
+    into the residual in place → LayerNorm → c_fc → GELU in place → mlp.c_proj added in place; with a
+    KVCache, the tanh GELU and our kernel for every product, all blocks are one `decode_layers` call.
     Logits equal the reference forward's within the float32 tolerance.
     """
 
@@ -313,6 +314,14 @@ class GPT2DecodePath:
         self.workspace = decode.Workspace()
         decode.place_on_hugepages([p for block in self.blocks for p in block if isinstance(p, decode.Linear)]
                                   + [self.lm_head])  # fmt: skip
+        # decode_layers computes the tanh GELU itself; another activation takes the op-by-op path.
+        self.fused_layers = self.act_name in ("gelu_new", "gelu_pytorch_tanh")
+        ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, scales = zip(*self.blocks)
+        self.stack = dict(
+            norm_in=[n.weight.detach() for n in ln_1], norm_post=[n.weight.detach() for n in ln_2],
+            norm_in_bias=[n.bias.detach() for n in ln_1], norm_post_bias=[n.bias.detach() for n in ln_2],
+            projections=[decode.stack_projections(p) for p in (c_attn, c_proj, c_fc, mlp_proj)], scale=list(scales),
+        )  # fmt: skip
 
     @staticmethod
     def fingerprint(model: GPT2LMHeadModel) -> tuple[int, ...]:
@@ -347,6 +356,14 @@ class GPT2DecodePath:
         h, qkv, attn, ff = (ws.get("h", batch, E), ws.get("qkv", batch, 3 * E), ws.get("attn", batch, E),
                             ws.get("ff", batch, self.inner))  # fmt: skip
         x = self.wte.index_select(0, input_ids.reshape(-1)).add_(self.wpe.index_select(0, positions))  # [B, E]
+        # One C++ call for all blocks when their products run our kernel (they share weights dtype and rows).
+        if not delegated and self.fused_layers and self.blocks[0][1].uses_kernel(batch):
+            st = self.stack
+            ops.decode_layers(x, h, qkv, attn, ff, st["norm_in"], st["norm_post"], self.eps, *st["projections"],
+                              cache.keys, cache.values, None, None, positions.contiguous(), past, key_mask, H,
+                              st["scale"], rows, norm_in_bias=st["norm_in_bias"], norm_post_bias=st["norm_post_bias"],
+                              activation="gelu_tanh", weight_kn=self.blocks[0][1].kn)  # fmt: skip
+            return self._head(x, h, cache, batch)
         for i, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, scale) in enumerate(self.blocks):
             ops.layer_norm_into(h, x, ln_1.weight, ln_1.bias, self.eps)
             c_attn(qkv, h)
@@ -360,7 +377,11 @@ class GPT2DecodePath:
             c_fc(ff, h)
             self._gelu_(ff)
             mlp_proj(x, ff, accumulate=True)
-        ops.layer_norm_into(h, x, self.ln_f.weight, self.ln_f.bias, self.eps)
+        return self._head(x, h, cache, batch)
+
+    def _head(self, x: torch.Tensor, h: torch.Tensor, cache: Any, batch: int) -> torch.Tensor:
+        """Final LayerNorm and the LM head: logits `[B, 1, V]`; the cache advances by one."""
+        decode._kernels().layer_norm_into(h, x, self.ln_f.weight, self.ln_f.bias, self.eps)
         logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
         self.lm_head(logits, h)
         cache.advance(1)
