@@ -56,7 +56,8 @@ TORCH_LIBRARY(pyengine, m) {
       "bool weight_kn, Tensor[] qkv_w, Tensor[] qkv_s, Tensor[] qkv_b, Tensor[] o_w, "
       "Tensor[] o_s, Tensor[] o_b, Tensor[] gate_up_w, Tensor[] gate_up_s, Tensor[] gate_up_b, Tensor[] down_w, "
       "Tensor[] down_s, Tensor[] down_b, Tensor(f!)[] key_cache, Tensor(g!)[] value_cache, Tensor? cos, Tensor? sin, "
-      "Tensor positions, int length, Tensor? key_mask, int num_heads, float[] scale, Tensor? rows=None) -> ()");
+      "Tensor positions, int length, Tensor? key_mask, int num_heads, float[] scale, Tensor? rows=None, "
+      "Tensor? block_table=None, Tensor? context_lens=None, Tensor? write_slots=None) -> ()");
   // issue 7: attention through the batch engine's block tables (pyengine/batch/paged_attention.py)
   m.def(
       "paged_attention(Tensor query, Tensor key_pool, Tensor value_pool, Tensor block_table, Tensor context_lens, "

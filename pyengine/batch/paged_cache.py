@@ -393,6 +393,14 @@ class PagedKVView(KVCache):
             self.context_lens, self.query_lens, scaling,
         )  # fmt: skip
 
+    def decode_layout(self) -> tuple[list[torch.Tensor], list[torch.Tensor], tuple[torch.Tensor, ...]] | None:
+        """What a fused decode step (`decode_layers`) needs to write and attend through the blocks itself:
+        (key pools, value pools, (block_table, context_lens, write_slots)), or None when this pass must go
+        through `attend` (a prefill chunk, a packed pass, the gather path, another dtype)."""
+        if self.packed or self.num_new != 1 or not self.use_kernel or self.cache.keys[0].dtype != torch.float32:
+            return None
+        return self.cache.keys, self.cache.values, (self.block_table, self.context_lens, self.write_slots)
+
     def _unpack(self, packed: torch.Tensor) -> torch.Tensor:
         """`[1, H, sum(new), D]` (one row of concatenated new tokens) → `[B, H, s, D]`, left-padded with 0."""
         heads, dim = packed.shape[1], packed.shape[3]

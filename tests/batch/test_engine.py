@@ -34,6 +34,27 @@ def test_greedy_equals_generate_under_admission_preemption_and_chunking(tiny_mod
     assert gen.cache.num_used_blocks == 0  # every block came back
 
 
+def test_decode_steps_run_one_fused_call_over_the_blocks(tiny_model, monkeypatch):
+    """Decode passes hand the pools and block tables to decode_layers (no per-layer attend), same tokens."""
+    from pyengine.backends.torch import cpp
+
+    calls = {"paged": 0, "dense": 0}
+    fused = cpp.decode_layers
+
+    def spy(*args, **kwargs):
+        calls["paged" if kwargs.get("paged") is not None else "dense"] += 1
+        return fused(*args, **kwargs)
+
+    monkeypatch.setattr(cpp, "decode_layers", spy)
+    prompts = random_prompts(6, 1, 30, seed=3)
+    gen = BatchGenerator(tiny_model, max_batch_size=3, num_blocks=64, block_size=4, prefill_chunk=16)
+    results = gen.run([Request(p, max_new_tokens=10, ignore_eos=True) for p in prompts])
+    assert calls["paged"] > 0 and calls["dense"] == 0
+    monkeypatch.setattr(cpp, "decode_layers", fused)
+    for prompt, result in zip(prompts, results):
+        assert result.token_ids == _reference(tiny_model, prompt, max_new_tokens=10, eos_token_id=None)
+
+
 def test_packed_and_padded_prefill_give_generate_s_tokens(tiny_model):
     """Prompts of 1-40 tokens, packed into one row per prefill pass (cut at the budget) or left-padded."""
     prompts = random_prompts(10, 1, 40, seed=11)

@@ -210,6 +210,59 @@ def test_decode_layers_matches_reference(family, weights_dtype, B, mask_and_tabl
 
 
 @needs_kernels
+def test_decode_layers_over_paged_blocks_equal_the_dense_cache():
+    """The batch engine's layout (pools [N, P, H_kv, D], block tables, a write slot per row) gives the same
+    residual and writes the same new keys/values as a KVCache holding the same positions."""
+    gen = torch.Generator().manual_seed(5)
+    B, E, H, H_kv, D, inter, L, P, N = 3, 32, 4, 2, 8, 24, 2, 4, 20
+    lin = [decode.stack_projections([decode.Linear([torch.randn(n, k, generator=gen) * 0.2])] * L)
+           for n, k in (((H + 2 * H_kv) * D, E), (E, H * D), (2 * inter, E), (E, inter))]  # fmt: skip
+    norms = [[torch.rand(E, generator=gen) + 0.5 for _ in range(L)] for _ in range(2)]
+    angles = torch.randn(32, D // 2, generator=gen)
+    cos, sin = torch.cat([angles.cos()] * 2, -1), torch.cat([angles.sin()] * 2, -1)
+    context = torch.tensor([5, 9, 1])  # positions per row, the new one included
+    table = torch.randperm(N, generator=gen)[: B * 3].view(B, 3)  # each row's blocks, scattered over the pool
+    slots = torch.stack([table[b, (context[b] - 1) // P] * P + (context[b] - 1) % P for b in range(B)])
+    pools = [[torch.randn(N, P, H_kv, D, generator=gen) for _ in range(L)] for _ in range(2)]
+    T = int(context.max())
+    dense = [[torch.zeros(B, H_kv, T, D) for _ in range(L)] for _ in range(2)]  # row b left-padded to T
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        pad = T - int(context[b])
+        mask[b, pad:] = 1
+        for t in range(int(context[b]) - 1):  # the past positions; the new one is written by the call
+            slot = table[b, t // P] * P + t % P
+            for kind in range(2):
+                for layer in range(L):
+                    dense[kind][layer][b, :, pad + t] = pools[kind][layer].view(N * P, H_kv, D)[slot]
+    x = torch.randn(B, E, generator=gen)
+    positions = context - 1
+    results = []
+    for paged in (True, False):
+        xs = x.clone()
+        keys, values = [[c.clone() for c in kind] for kind in (pools if paged else dense)]
+        buffers = torch.empty(B, E), torch.empty(B, (H + 2 * H_kv) * D), torch.empty(B, H * D), torch.empty(B, 2 * inter)
+        if paged:
+            _cpp().decode_layers(xs, *buffers, *norms, 1e-5, *lin, keys, values, cos, sin, positions, 0, None, H,
+                                 [D**-0.5] * L, paged=(table, context, slots))  # fmt: skip
+            new = [[c.view(N * P, H_kv, D)[slots] for c in kind] for kind in (keys, values)]
+        else:  # every row's new position is T - 1 in the left-padded dense layout
+            _cpp().decode_layers(xs, *buffers, *norms, 1e-5, *lin, keys, values, cos, sin, positions, T - 1, mask, H,
+                                 [D**-0.5] * L)  # fmt: skip
+            new = [[c[:, :, T - 1] for c in kind] for kind in (keys, values)]
+        results.append((xs, new))
+    (ours, our_new), (ref, ref_new) = results
+    torch.testing.assert_close(ours, ref, atol=ATOL, rtol=RTOL)
+    for got, want in zip(our_new[0] + our_new[1], ref_new[0] + ref_new[1]):
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=RTOL)
+    with pytest.raises(RuntimeError, match=r"block_table\[1, 2\] = 99 is not a block of 20"):
+        bad = table.clone()
+        bad[1, 2] = 99
+        _cpp().decode_layers(x.clone(), *buffers, *norms, 1e-5, *lin, pools[0], pools[1], cos, sin, positions, 0,
+                             None, H, [D**-0.5] * L, paged=(bad, context, slots))  # fmt: skip
+
+
+@needs_kernels
 def test_decode_layers_bad_input_is_clear():
     lin = decode.stack_projections([decode.Linear([torch.zeros(8, 8)])])
     x = torch.zeros(1, 8)

@@ -57,7 +57,8 @@ void decode_layers(at::Tensor& x, at::Tensor& h, at::Tensor& qkv, at::Tensor& at
                    at::TensorList key_cache, at::TensorList value_cache, const c10::optional<at::Tensor>& cos,
                    const c10::optional<at::Tensor>& sin, const at::Tensor& positions, int64_t length,
                    const c10::optional<at::Tensor>& key_mask, int64_t num_heads, at::ArrayRef<double> scale,
-                   const c10::optional<at::Tensor>& rows) {
+                   const c10::optional<at::Tensor>& rows, const c10::optional<at::Tensor>& block_table,
+                   const c10::optional<at::Tensor>& context_lens, const c10::optional<at::Tensor>& write_slots) {
   const int64_t L = static_cast<int64_t>(norm_in.size());
   TORCH_CHECK(L > 0, "pyengine::decode_layers: pass at least one layer");
   TORCH_CHECK(static_cast<int64_t>(norm_post.size()) == L && static_cast<int64_t>(key_cache.size()) == L &&
@@ -81,6 +82,12 @@ void decode_layers(at::Tensor& x, at::Tensor& h, at::Tensor& qkv, at::Tensor& at
   TORCH_CHECK(norm_in_b.size() == (layer_norm ? norm_in.size() : 0) && norm_post_b.size() == norm_in_b.size(),
               "pyengine::decode_layers: norm_in_b and norm_post_b must both be empty (RMSNorm) or hold one bias per "
               "layer (LayerNorm)");
+  // The batch engine's paged pools instead of KVCache layers: all three of its tensors, or none.
+  const int given = block_table.has_value() + context_lens.has_value() + write_slots.has_value();
+  TORCH_CHECK(given == 0 || given == 3, "pyengine::decode_layers: pass block_table, context_lens and write_slots "
+              "together (the paged layout), or none of them");
+  c10::optional<PagedRows> paged;
+  if (given == 3) paged = PagedRows{*block_table, *context_lens, *write_slots};
   // Every check runs here, before the parallel region: nothing inside it can throw.
   std::vector<LayerPlan> plan;
   plan.reserve(L);
@@ -101,7 +108,8 @@ void decode_layers(at::Tensor& x, at::Tensor& h, at::Tensor& qkv, at::Tensor& at
         LinearPlan(gate_up, h, part(gate_up_w, "gate_up_w"), part(gate_up_s, "gate_up_s"),
                    part(gate_up_b, "gate_up_b"), false, kn, kOp),
         LinearPlan(x, gate, part(down_w, "down_w"), part(down_s, "down_s"), part(down_b, "down_b"), true, kn, kOp),
-        AttentionPlan(attn, qkv, keys, values, cos, sin, positions, length, key_mask, num_heads, scale[i], rows, kOp),
+        AttentionPlan(attn, qkv, keys, values, cos, sin, positions, length, key_mask, num_heads, scale[i], rows, kOp,
+                      paged ? &*paged : nullptr),
         norm_in[i].const_data_ptr<float>(), norm_post[i].const_data_ptr<float>(),
         layer_norm ? norm_in_b[i].const_data_ptr<float>() : nullptr,
         layer_norm ? norm_post_b[i].const_data_ptr<float>() : nullptr});

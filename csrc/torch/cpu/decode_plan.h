@@ -127,12 +127,20 @@ struct AttentionScratch {
 // after `write_new()`; an item runs the G = H / H_kv query heads of its group together with the batch
 // engine's kernel (attend_rows: 16 keys per transpose-and-add tree, vector softmax, each key and value row
 // read once for the group). Hidden positions of the padding mask are left out of the list it reads.
+// The batch engine's paged layout instead (PagedKVCache, pyengine/batch/paged_cache.py): pools
+// [N, P, H_kv, D], row b's position j in block table[b, j / P] slot j % P, its context_lens[b] positions
+// including the new one, which goes to flat slot write_slots[b] (= block * P + slot).
+struct PagedRows {
+  at::Tensor table, context_lens, write_slots;  // int64 [B, blocks], [B], [B]
+};
+
 class AttentionPlan {
  public:
   AttentionPlan(at::Tensor& out, const at::Tensor& qkv, at::Tensor& key_cache, at::Tensor& value_cache,
                 const c10::optional<at::Tensor>& cos, const c10::optional<at::Tensor>& sin,
                 const at::Tensor& positions, int64_t length, const c10::optional<at::Tensor>& key_mask,
-                int64_t num_heads, double scale, const c10::optional<at::Tensor>& rows, const char* op)
+                int64_t num_heads, double scale, const c10::optional<at::Tensor>& rows, const char* op,
+                const PagedRows* paged = nullptr)
       : length_(length), H_(num_heads), scale_(static_cast<float>(scale)) {
     TORCH_CHECK(qkv.device().is_cpu() && qkv.scalar_type() == at::kFloat && qkv.dim() == 2 && qkv.stride(1) == 1,
                 "pyengine::", op, ": qkv must be a float32 CPU [rows, features] tensor with unit inner stride, got ",
@@ -142,19 +150,31 @@ class AttentionPlan {
                 out.scalar_type(), " ", out.sizes(), " strides ", out.strides());
     for (const at::Tensor* c : {&key_cache, &value_cache})
       TORCH_CHECK(c->device().is_cpu() && c->scalar_type() == at::kFloat && c->dim() == 4 && c->is_contiguous(),
-                  "pyengine::", op, ": caches must be contiguous float32 [B, H_kv, T_max, D]");
+                  "pyengine::", op, ": caches must be contiguous float32 ",
+                  paged ? "[N, P, H_kv, D] pools" : "[B, H_kv, T_max, D]");
     TORCH_CHECK(key_cache.sizes() == value_cache.sizes(), "pyengine::", op, ": key and value caches differ in shape");
-    B_ = key_cache.size(0);
-    Hkv_ = key_cache.size(1);
-    Tmax_ = key_cache.size(2);
-    D_ = key_cache.size(3);
+    if (paged) {
+      TORCH_CHECK(!key_mask.has_value() && !rows.has_value(), "pyengine::", op,
+                  ": the paged layout takes no key_mask or rows (block tables list each row's own positions)");
+      B_ = qkv.size(0);
+      P_ = key_cache.size(1);
+      Hkv_ = key_cache.size(2);
+      D_ = key_cache.size(3);
+      check_paged(*paged, key_cache.size(0), op);
+      Tmax_ = max_context_;
+    } else {
+      B_ = key_cache.size(0);
+      Hkv_ = key_cache.size(1);
+      Tmax_ = key_cache.size(2);
+      D_ = key_cache.size(3);
+    }
     TORCH_CHECK(H_ > 0 && H_ % Hkv_ == 0, "pyengine::", op, ": num_heads ", H_, " must be a multiple of H_kv ", Hkv_);
     TORCH_CHECK(qkv.size(0) == B_ && qkv.size(1) == (H_ + 2 * Hkv_) * D_, "pyengine::", op, ": qkv must be [", B_,
                 ", ", (H_ + 2 * Hkv_) * D_, "], got ", qkv.sizes());
     TORCH_CHECK(out.size(0) == B_ && out.size(1) == H_ * D_, "pyengine::", op, ": out must be [", B_, ", ", H_ * D_,
                 "]");
-    TORCH_CHECK(length >= 0 && length < Tmax_, "pyengine::", op, ": position ", length, " is outside a cache of ",
-                Tmax_, " positions; grow the cache first");
+    TORCH_CHECK(paged || (length >= 0 && length < Tmax_), "pyengine::", op, ": position ", length,
+                " is outside a cache of ", Tmax_, " positions; grow the cache first");
     rope_ = cos.has_value();
     TORCH_CHECK(rope_ == sin.has_value(), "pyengine::", op, ": pass both cos and sin, or neither");
     if (rope_) {
@@ -201,7 +221,7 @@ class AttentionPlan {
   }
 
   int64_t items() const { return B_ * Hkv_; }
-  int64_t positions() const { return length_ + 1; }
+  int64_t positions() const { return paged_ ? max_context_ : length_ + 1; }
   int64_t head_dim() const { return D_; }
   // A group over a short cache is a few microseconds of work: groups go to threads in batches.
   int64_t grain() const {
@@ -218,8 +238,9 @@ class AttentionPlan {
       for (int64_t g = 0; g < Hkv_; ++g) {
         const float* k = q_all_ + b * qs_ + (H_ + g) * D_;
         const float* v = q_all_ + b * qs_ + (H_ + Hkv_ + g) * D_;
-        float* kdst = kc_ + ((b * Hkv_ + g) * Tmax_ + length_) * D_;
-        float* vdst = vc_ + ((b * Hkv_ + g) * Tmax_ + length_) * D_;
+        const int64_t at = paged_ ? (slots_[b] * Hkv_ + g) * D_ : ((b * Hkv_ + g) * Tmax_ + length_) * D_;
+        float* kdst = kc_ + at;
+        float* vdst = vc_ + at;
         if (rope_) {
           const int64_t p = pos_.const_data_ptr<int64_t>()[b];
           rope_head(k, cp_ + p * D_, sp_ + p * D_, D_, kdst);
@@ -239,10 +260,15 @@ class AttentionPlan {
       // names (the newest is always its own); positions the padding mask hides are skipped.
       const int64_t* r = table_.defined() ? table_.const_data_ptr<int64_t>() + b * table_.stride(0) : nullptr;
       int64_t L = 0;
-      for (int64_t t = 0; t <= length_; ++t) {
-        if (t < length_ && !visible(b, t)) continue;
-        const int64_t row = r && t < length_ ? r[t] : b;
-        scratch.off[L++] = ((row * Hkv_ + g) * Tmax_ + t) * D_;
+      if (paged_) {  // the row's blocks, in order
+        const int64_t* blocks = blocks_ + b * block_stride_;
+        for (int64_t t = 0; t < context_[b]; ++t) scratch.off[L++] = ((blocks[t / P_] * P_ + t % P_) * Hkv_ + g) * D_;
+      } else {
+        for (int64_t t = 0; t <= length_; ++t) {
+          if (t < length_ && !visible(b, t)) continue;
+          const int64_t row = r && t < length_ ? r[t] : b;
+          scratch.off[L++] = ((row * Hkv_ + g) * Tmax_ + t) * D_;
+        }
       }
       for (int64_t h = 0; h < G; ++h) {  // the group's queries, rotated, times the scale
         const float* qh = q_all_ + b * qs_ + (g * G + h) * D_;
@@ -261,12 +287,42 @@ class AttentionPlan {
   }
 
  private:
+  void check_paged(const PagedRows& p, int64_t N, const char* op) {
+    paged_ = true;
+    TORCH_CHECK(p.table.scalar_type() == at::kLong && p.table.dim() == 2 && p.table.size(0) == B_ &&
+                    p.table.stride(1) == 1,
+                "pyengine::", op, ": block_table must be int64 [", B_, ", blocks] with unit inner stride, got ",
+                p.table.scalar_type(), " ", p.table.sizes());
+    context_t_ = per_row_arg(p.context_lens, B_, at::kLong, op, "context_lens");
+    slots_t_ = per_row_arg(p.write_slots, B_, at::kLong, op, "write_slots");
+    table_paged_ = p.table;
+    blocks_ = table_paged_.const_data_ptr<int64_t>();
+    block_stride_ = table_paged_.stride(0);
+    context_ = context_t_.const_data_ptr<int64_t>();
+    slots_ = slots_t_.const_data_ptr<int64_t>();
+    for (int64_t b = 0; b < B_; ++b) {
+      const int64_t ctx = context_[b];
+      TORCH_CHECK(ctx >= 1 && ctx <= table_paged_.size(1) * P_, "pyengine::", op, ": context_lens[", b, "] = ", ctx,
+                  " does not fit a block table of ", table_paged_.size(1), " blocks of ", P_);
+      for (int64_t j = 0; j < (ctx + P_ - 1) / P_; ++j)
+        TORCH_CHECK(blocks_[b * block_stride_ + j] >= 0 && blocks_[b * block_stride_ + j] < N, "pyengine::", op,
+                    ": block_table[", b, ", ", j, "] = ", blocks_[b * block_stride_ + j], " is not a block of ", N);
+      TORCH_CHECK(slots_[b] >= 0 && slots_[b] < N * P_, "pyengine::", op, ": write_slots[", b, "] = ", slots_[b],
+                  " is not a slot of ", N * P_);
+      max_context_ = std::max(max_context_, ctx);
+    }
+  }
+
   bool visible(int64_t b, int64_t t) const {
     if (!mask_.defined()) return true;
     if (mask_.scalar_type() == at::kLong) return mask_.const_data_ptr<int64_t>()[b * mask_.stride(0) + t] != 0;
     return mask_.const_data_ptr<bool>()[b * mask_.stride(0) + t];
   }
 
+  bool paged_ = false;
+  at::Tensor table_paged_, context_t_, slots_t_;
+  const int64_t *blocks_ = nullptr, *context_ = nullptr, *slots_ = nullptr;
+  int64_t P_ = 0, block_stride_ = 0, max_context_ = 0;
   int64_t length_, H_;
   float scale_;
   int64_t B_ = 0, Hkv_ = 0, Tmax_ = 0, D_ = 0, qs_ = 0, os_ = 0;

@@ -290,12 +290,17 @@ def decode_attention(out, qkv, key_cache, value_cache, cos, sin, positions, leng
 def decode_layers(x, h, qkv, attn, gate_up, norm_in, norm_post, eps: float, qkv_proj, o_proj, gate_up_proj,
                   down_proj, key_cache, value_cache, cos, sin, positions, length: int, key_mask, num_heads: int,
                   scale, rows=None, *, norm_in_bias=(), norm_post_bias=(), activation: str = "silu_mul",
-                  weight_kn: bool = False) -> None:  # fmt: skip
-    """A stack of decoder layers of a decode step in one parallel region (decode.decode_layers_reference)."""
+                  weight_kn: bool = False, paged=None) -> None:  # fmt: skip
+    """A stack of decoder layers of a decode step in one parallel region (decode.decode_layers_reference).
+
+    `paged`: None, or `(block_table, context_lens, write_slots)` when `key_cache` / `value_cache` are the batch
+    engine's pools (PagedKVCache) rather than KVCache layers.
+    """
     projections = [t for proj in (qkv_proj, o_proj, gate_up_proj, down_proj) for t in proj]
     _ops.decode_layers(x, h, qkv, attn, gate_up, norm_in, norm_post, list(norm_in_bias), list(norm_post_bias),
                        float(eps), activation, bool(weight_kn), *projections, key_cache, value_cache, cos, sin,
-                       positions, int(length), key_mask, int(num_heads), scale, rows)  # fmt: skip
+                       positions, int(length), key_mask, int(num_heads), scale, rows,
+                       *(paged if paged is not None else (None, None, None)))  # fmt: skip
 
 
 def paged_attention(

@@ -347,6 +347,16 @@ def key_mask_for(attention_mask: torch.Tensor | None, total: int) -> torch.Tenso
     return mask
 
 
+def fused_layout(cache: Any, delegated: bool) -> tuple[list[torch.Tensor], list[torch.Tensor], Any] | None:
+    """(key caches, value caches, paged) for `decode_layers`: a KVCache's layers (paged None), the batch
+    engine's pools with `(block_table, context_lens, write_slots)` when its view offers them
+    (`PagedKVView.decode_layout`), or None: the layers go op by op through `cache.attend`."""
+    if not delegated:
+        return cache.keys, cache.values, None
+    layout = getattr(cache, "decode_layout", None)
+    return layout() if layout is not None else None
+
+
 def attend_delegated(cache: Any, layer_idx: int, qkv: torch.Tensor, num_heads: int, kv_heads: int, dim: int,
                      cos_sin: tuple[torch.Tensor, torch.Tensor] | None, scale: float, out: torch.Tensor) -> None:  # fmt: skip
     """Attention through `cache.attend` (the batch engine's contract): q/k/v `[B, H|H_kv, 1, D]` → `out [B, H * D]`."""

@@ -347,6 +347,7 @@ class GPT2DecodePath:
         else:
             positions = position_ids.reshape(-1).to(torch.long).expand(batch)  # [B]
         delegated = type(cache) is not KVCache  # a cache with attend(): the batch engine's paged view
+        key_mask = rows = None
         if not delegated:
             if past + 1 > cache.capacity:
                 cache._grow(past + 1)
@@ -356,13 +357,15 @@ class GPT2DecodePath:
         h, qkv, attn, ff = (ws.get("h", batch, E), ws.get("qkv", batch, 3 * E), ws.get("attn", batch, E),
                             ws.get("ff", batch, self.inner))  # fmt: skip
         x = self.wte.index_select(0, input_ids.reshape(-1)).add_(self.wpe.index_select(0, positions))  # [B, E]
-        # One C++ call for all blocks when their products run our kernel (they share weights dtype and rows).
-        if not delegated and self.fused_layers and self.blocks[0][1].uses_kernel(batch):
-            st = self.stack
+        # One C++ call for all blocks when their products run our kernel (they share weights dtype and rows),
+        # over a KVCache or the batch engine's blocks.
+        layout = decode.fused_layout(cache, delegated)
+        if layout is not None and self.fused_layers and self.blocks[0][1].uses_kernel(batch):
+            st, (keys, values, paged) = self.stack, layout
             ops.decode_layers(x, h, qkv, attn, ff, st["norm_in"], st["norm_post"], self.eps, *st["projections"],
-                              cache.keys, cache.values, None, None, positions.contiguous(), past, key_mask, H,
-                              st["scale"], rows, norm_in_bias=st["norm_in_bias"], norm_post_bias=st["norm_post_bias"],
-                              activation="gelu_tanh", weight_kn=self.blocks[0][1].kn)  # fmt: skip
+                              keys, values, None, None, positions.contiguous(), past, key_mask, H, st["scale"], rows,
+                              norm_in_bias=st["norm_in_bias"], norm_post_bias=st["norm_post_bias"],
+                              activation="gelu_tanh", weight_kn=self.blocks[0][1].kn, paged=paged)  # fmt: skip
             return self._head(x, h, cache, batch)
         for i, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, scale) in enumerate(self.blocks):
             ops.layer_norm_into(h, x, ln_1.weight, ln_1.bias, self.eps)

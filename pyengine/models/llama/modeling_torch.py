@@ -409,11 +409,14 @@ class LlamaDecodePath:
         h, attn = ws.get("h", batch, self.embed.shape[1]), ws.get("attn", batch, H * D)
         qkv, gate_up = ws.get("qkv", batch, (H + 2 * H_kv) * D), ws.get("gate_up", batch, 2 * inter)
         x = self.embed.index_select(0, input_ids.reshape(-1))  # [B, E] residual stream, updated in place
-        # One C++ call for all layers when their products run our kernel (they share weights dtype and rows).
-        if not delegated and self.fused_layers and self.layers[0][1].uses_kernel(batch):
+        # One C++ call for all layers when their products run our kernel (they share weights dtype and rows),
+        # over a KVCache or the batch engine's blocks.
+        layout = decode.fused_layout(cache, delegated)
+        if layout is not None and self.fused_layers and self.layers[0][1].uses_kernel(batch):
             norms_in, norms_post, qkv_p, o_p, gate_up_p, down_p, scales = self.stack
+            keys, values, paged = layout
             ops.decode_layers(x, h, qkv, attn, gate_up, norms_in, norms_post, self.eps, qkv_p, o_p, gate_up_p, down_p,
-                              cache.keys, cache.values, cos, sin, positions, past, key_mask, H, scales, rows)  # fmt: skip
+                              keys, values, cos, sin, positions, past, key_mask, H, scales, rows, paged=paged)  # fmt: skip
         else:
             self._layers_op_by_op(x, h, qkv, attn, gate_up, cache, delegated, cos, sin, cos_sin, positions, past,
                                   key_mask, rows)  # fmt: skip
