@@ -90,9 +90,9 @@ inline void widen_rows(const W* src, int64_t n, float* dst) {
 // R weight rows w[0 .. R) (row stride K) against MB rows of x: MB x R dot products in registers
 // (dots[m * R + j]), each weight vector loaded once for all MB rows, the R rows R sequential streams a row
 // apart. With `Prefetch`, lines [pf_first, pf_first + pf_count) of each of the next block's R rows (from
-// `next`, `next_row` bytes apart) are prefetched as we go, spread evenly over the pass: rows are too short for the hardware
-// prefetcher to follow several interleaved streams. Each row's line i is fetched at the same point of its
-// pass, so every line arrives about one block ahead of its use.
+// `next`, `next_row` bytes apart) are prefetched as we go, spread evenly over the pass: rows are too short
+// for the hardware prefetcher to follow several interleaved streams. Each row's line i is fetched at the
+// same point of its pass, so every line arrives about one block ahead of its use.
 template <int MB, int R, bool Prefetch, class W>
 PYENGINE_KERNEL void dot_block(const float* x, int64_t x_stride, const W* w, int64_t K, float* dots,
                                const char* next = nullptr, int64_t next_row = 0, int64_t pf_first = 0,
