@@ -45,6 +45,8 @@ TORCH_LIBRARY(pyengine, m) {
   m.def(
       "linear_into(Tensor(a!) out, Tensor x, Tensor[] weights, Tensor[] scales, Tensor[] biases, bool accumulate, "
       "bool weight_kn) -> ()");
+  m.def(
+      "top_logits(Tensor(a!) out, Tensor x, Tensor q, Tensor scale, Tensor slack, Tensor weight, int k) -> int");
   m.def("rms_norm_into(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
   m.def("layer_norm_into(Tensor(a!) out, Tensor x, Tensor weight, Tensor bias, float eps) -> ()");
   m.def(

@@ -33,6 +33,8 @@ class DecodePlan:
         sync: synced_gpus: `sync(this_process_done) -> every_process_done` (a collective); None = alone.
         fused_select: when set, replaces the processor chain and the selection: greedy (same tokens, one
             pass) or counter-based sampling (`seed=`).
+        top_logits: k when only each row's k largest logits decide the tokens (`top_logits_needed`): a step
+            may then return those (and any tied with the k-th) and -inf elsewhere. None: every logit counts.
     """
 
     strategy: str
@@ -46,6 +48,7 @@ class DecodePlan:
     output_logits: bool = False
     sync: Callable[[bool], bool] | None = None
     fused_select: Any = None  # processors + selection in one op (fuse_greedy / fuse_sample), or None
+    top_logits: int | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -127,7 +130,37 @@ def build_plan(
     )
     if num_beams == 1:
         plan.fused_select = fuse_greedy(plan)
+        plan.top_logits = top_logits_needed(plan)
     return plan
+
+
+def top_logits_needed(plan: DecodePlan) -> int | None:
+    """How many of each row's largest logits decide `plan`'s tokens, or None when every logit may.
+
+    A step may then return those (ties with the last included) and -inf elsewhere: the processed scores, hence
+    the tokens under any draw, are the same. Greedy: 1; sampling: the first top-k's k (at least
+    min_tokens_to_keep), when only temperature (monotone, -inf stays -inf) comes before it and top-p / min-p
+    only after it (they read the whole distribution, which top-k has cut to the kept set). A ban (min length,
+    min new tokens, bad words: at most one token per EOS id or word per step) adds one per token it can remove,
+    so the k best of what is left are among those returned; forced tokens replace the whole row. Anything
+    else (penalties, n-gram bans, user processors) may lift a logit from below, and per-step scores or logits
+    show every entry: None.
+    """
+    if plan.output_scores or plan.output_logits:
+        return None
+    k, bans = (1 if plan.strategy == "greedy" else None), 0
+    for spec in plan.processors:
+        if isinstance(spec, (P.MinLength, P.MinNewTokens)):
+            bans += len(spec.eos_token_ids)
+        elif isinstance(spec, P.BadWords):
+            bans += len(spec.bad_words_ids)
+        elif isinstance(spec, (P.ForcedBOS, P.ForcedEOS, P.Temperature)):
+            continue
+        elif isinstance(spec, P.TopK) and k is None:
+            k = max(int(spec.top_k), int(spec.min_tokens_to_keep))
+        elif not (k is not None and isinstance(spec, (P.TopK, P.TopP, P.MinP))):
+            return None
+    return None if k is None else k + bans
 
 
 def with_every_warper(plan: DecodePlan, vocab_size: int) -> DecodePlan:

@@ -26,7 +26,7 @@ class CausalLMStep:
     fresh_logits = True  # each call returns a new float32 copy: the engine's processors may write into it
 
     def __init__(self, model: Any, attention_mask: torch.Tensor, config: GenerationConfig, model_kwargs: dict,
-                 group: int = 1) -> None:  # fmt: skip
+                 group: int = 1, top_logits: int | None = None) -> None:  # fmt: skip
         """`group`: rows come in runs of `group` identical prompts (beams, return sequences): the prompt then
         runs once per run and its keys/values are shared (`KVCache.fill_from_groups`)."""
         self.model = model
@@ -41,6 +41,7 @@ class CausalLMStep:
         self.attentions: list[Any] = []
         self.hidden_states: list[Any] = []
         self.done = 0  # positions already in the cache
+        self.top_logits = top_logits if _takes_top_logits(model) else None
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         cur = tokens.shape[1]
@@ -60,6 +61,8 @@ class CausalLMStep:
             output_hidden_states=self.output_hidden_states,
             logits_to_keep=1,
         )
+        if self.top_logits is not None:
+            inputs["top_logits"] = self.top_logits
         out = self.model(**inputs, return_dict=True)
         self.done = cur
         if self.output_attentions:
@@ -101,6 +104,15 @@ class CausalLMStep:
         """Beam search: row i continues old row index[i]."""
         if self.cache is not None:
             self.cache.reorder(index)
+
+
+def _takes_top_logits(model: Any) -> bool:
+    """Whether `model.forward` takes `top_logits` (the decode path's screened head) and nothing after the
+    forward moves a logit: a model's own `adjust_logits_during_generation` could lift one from below the top."""
+    from pyengine.generation.utils import GenerationMixin  # utils imports this module
+
+    hook = type(model).adjust_logits_during_generation
+    return getattr(model, "accepts_top_logits", False) and hook is GenerationMixin.adjust_logits_during_generation
 
 
 class Seq2SeqStep:

@@ -196,7 +196,7 @@ class GenerationMixin(StrategyMethodsMixin):
             plan.sync = _all_processes_done
         if model_kwargs.get("seed") is not None:
             plan.fused_select = fuse_sample(plan, _row_seeds(model_kwargs["seed"], inputs.shape[0], config))
-        step = self._make_step(prepared, config, model_kwargs)
+        step = self._make_step(prepared, config, model_kwargs, top_logits=plan.top_logits)
         backend = TorchBackend(input_ids.device)
         if config.num_beams > 1:
             with _explain_invalid_scores(config):
@@ -210,11 +210,12 @@ class GenerationMixin(StrategyMethodsMixin):
             return result.sequences
         return self._output(config, step, result, beam=False)
 
-    def _make_step(self, prepared: _Prepared, config: GenerationConfig, model_kwargs: dict) -> Any:
+    def _make_step(self, prepared: _Prepared, config: GenerationConfig, model_kwargs: dict,
+                   top_logits: int | None = None) -> Any:  # fmt: skip
         if self.config.is_encoder_decoder:
             return Seq2SeqStep(self, prepared.encoder_outputs, prepared.attention_mask, config, model_kwargs)
         group = max(config.num_beams, config.num_return_sequences)  # _prepare_model_inputs' expansion
-        return CausalLMStep(self, prepared.attention_mask, config, model_kwargs, group=group)
+        return CausalLMStep(self, prepared.attention_mask, config, model_kwargs, group=group, top_logits=top_logits)
 
     def _output(self, config: GenerationConfig, step: Any, result: Any, beam: bool) -> Any:
         """transformers' output class for this model type and strategy, with what was asked for."""

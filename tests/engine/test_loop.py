@@ -164,3 +164,74 @@ def test_fused_greedy_equals_the_processor_chain(name):
             assert plan.fused_select is not None
         outs.append(to_numpy(loop.run(plan, step, make_backend(name), prompt).sequences))
     np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_top_logits_needed_follows_the_processors():
+    from pyengine.engine.plan import top_logits_needed
+
+    def plan(strategy, *specs, **kw):
+        return DecodePlan(strategy, list(specs), max_length=5, **kw)
+
+    assert top_logits_needed(plan("greedy")) == 1
+    assert top_logits_needed(plan("greedy", P.Temperature(0.5), P.TopK(3))) == 1  # argmax-invariant warpers
+    assert top_logits_needed(plan("greedy", P.RepetitionPenalty(1.2))) is None  # may lift a lower logit
+    assert top_logits_needed(plan("greedy", P.NoRepeatNGram(2))) is None
+    # Each ban may remove one of the top tokens: one more per EOS id and per bad word.
+    bans = (P.MinNewTokens(2, 4, (EOS, 3)), P.BadWords(((2,), (4, 6))), P.ForcedEOS(5, (EOS,)))
+    assert top_logits_needed(plan("greedy", *bans)) == 1 + 2 + 2
+    assert top_logits_needed(plan("sample", P.MinLength(4, (EOS,)), P.Temperature(0.7), P.TopK(5))) == 6
+    assert top_logits_needed(plan("greedy", output_scores=True)) is None
+    assert top_logits_needed(plan("greedy", output_logits=True)) is None
+    assert top_logits_needed(plan("sample", P.Temperature(0.7), P.TopK(5), P.TopP(0.9), P.MinP(0.1))) == 5
+    assert top_logits_needed(plan("sample", P.TopK(5, min_tokens_to_keep=8))) == 8
+    assert top_logits_needed(plan("sample", P.TopP(0.9))) is None  # needs the whole distribution
+    assert top_logits_needed(plan("sample", P.TopP(0.9), P.TopK(5))) is None
+    assert top_logits_needed(plan("sample", P.RepetitionPenalty(1.2), P.TopK(5))) is None
+    assert top_logits_needed(plan("sample", P.TopK(5), P.Custom(lambda t, s: s))) is None
+    cfg = GenerationConfig(do_sample=True, top_k=4, temperature=0.8)
+    assert build_plan(cfg, vocab_size=V, prompt_length=1, eos_token_ids=[], pad_token_id=None).top_logits == 4
+    beam = GenerationConfig(num_beams=2)
+    assert build_plan(beam, vocab_size=V, prompt_length=1, eos_token_ids=[], pad_token_id=None, num_beams=2).top_logits is None
+
+
+@pytest.mark.parametrize("name", backends())
+@pytest.mark.parametrize("specs", [[], [P.Temperature(0.6), P.TopK(3)], [P.TopK(4), P.Temperature(1.3), P.TopP(0.7)],
+                                   [P.Temperature(0.9), P.TopK(2, min_tokens_to_keep=3), P.MinP(0.2)],
+                                   [P.MinLength(9, (EOS,)), P.BadWords(((2,), (4, 6))), P.Temperature(0.8), P.TopK(2)]])  # fmt: skip
+def test_steps_holding_only_the_top_logits_give_the_same_tokens(name, specs):
+    """What `plan.top_logits` promises: a step that keeps each row's k largest logits (ties too) and -inf
+    elsewhere leaves greedy and sampled tokens unchanged, draw for draw."""
+    from pyengine.engine.plan import top_logits_needed
+
+    rng = np.random.default_rng(11)
+    table = rng.standard_normal((64, V)).astype(np.float32)
+    table[:, 5] = table[:, 6]  # ties, some of them at the k-th place
+
+    def step_fn(k):
+        def step(history):
+            h = to_numpy(history)
+            logits = table[(h.sum(axis=1) * 7 + h.shape[1]) % 64].copy()
+            if k is not None:
+                kth = np.sort(logits, axis=1)[:, -k][:, None]
+                logits[logits < kth] = -np.inf
+            return to_backend(name, logits)
+
+        return step
+
+    prompt = np.array([[1, 3], [4, 4], [7, 8]])
+    for strategy in ("greedy", "sample"):
+        plan = DecodePlan(strategy, list(specs), max_length=14)
+        k = top_logits_needed(plan)
+        if not specs and strategy == "sample":
+            assert k is None  # plain sampling draws from every token
+            continue
+        outs = []
+        for keep in (None, k):
+            if name == "torch":
+                import torch
+
+                torch.manual_seed(3)
+            rng_draw = np.random.default_rng(3) if name == "numpy" else None
+            result = loop.run(plan, step_fn(keep), make_backend(name), to_backend(name, prompt), rng=rng_draw)
+            outs.append(to_numpy(result.sequences))
+        np.testing.assert_array_equal(outs[0], outs[1])

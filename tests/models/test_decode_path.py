@@ -301,6 +301,131 @@ def test_low_precision_copies_live_in_one_huge_page_arena(families):
         assert small.weights[1].data_ptr() - small.weights[0].data_ptr() == 1984  # 1968 bytes, up to a cache line
 
 
+# -- the screened head (top_logits) ------------------------------------------------------------------------------
+def _one_row_logits(x, weight):
+    """x @ W^T one row at a time through linear_into: the arithmetic the screen recomputes candidates with."""
+    out = torch.empty(x.shape[0], weight.shape[0])
+    for m in range(x.shape[0]):
+        _cpp().linear_into(out[m : m + 1], x[m : m + 1], [weight], [], [])
+    return out
+
+
+def _top_set(logits, k):
+    """Per row, the columns holding at least the row's k-th largest value (ties included)."""
+    kth = logits.topk(k, dim=1).values[:, -1:]
+    return logits >= kth
+
+
+@needs_kernels
+@pytest.mark.parametrize("M", [1, 3, 9, 16])
+@pytest.mark.parametrize("k", [1, 7, 50])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_top_logits_keeps_every_top_logit_exactly(M, k, dtype):
+    gen = torch.Generator().manual_seed(M * 100 + k)
+    weight = (torch.randn(3001, 96, generator=gen) * 0.05).to(dtype)
+    x = torch.randn(M, 96, generator=gen) * 2
+    screen = decode.screen_weights(weight)
+    ours, ref = torch.empty(M, 3001), torch.empty(M, 3001)
+    kept = _cpp().top_logits(ours, x, screen, weight, k)
+    kept_ref = decode.top_logits_reference(ref, x, screen, weight, k)
+    exact = _one_row_logits(x, weight)
+    finite = torch.isfinite(ours)
+    assert int(finite.sum()) == kept < M * 3001 // 4  # the screen ruled most of the row out
+    assert torch.all(finite[_top_set(exact, k)])  # every top-k logit (and tie) is kept ...
+    assert torch.equal(ours[finite], exact[finite])  # ... with the value of the one-row product
+    assert torch.all(ours[~finite] == float("-inf"))
+    # The reference keeps the same top k (its int8 estimate is float64, so its candidate count may differ by a few).
+    assert abs(kept - kept_ref) <= max(4, kept // 20)
+    torch.testing.assert_close(ours.topk(k, dim=1).values, ref.topk(k, dim=1).values, atol=ATOL, rtol=RTOL)
+    assert torch.equal(_top_set(ours, k), _top_set(exact, k))
+
+
+@needs_kernels
+def test_top_logits_bound_holds_and_hard_rows_fall_back():
+    gen = torch.Generator().manual_seed(0)
+    # Rows nearly equal to each other: int8 cannot tell them apart, so the bound keeps all of them and the
+    # row is computed in full; the top logit is still the exact one.
+    base = torch.randn(1, 64, generator=gen)
+    weight = base + torch.randn(500, 64, generator=gen) * 1e-6
+    screen = decode.screen_weights(weight)
+    x = torch.randn(2, 64, generator=gen) * 10
+    out = torch.empty(2, 500)
+    assert _cpp().top_logits(out, x, screen, weight, 1) == 2 * 500
+    torch.testing.assert_close(out, _one_row_logits(x, weight), atol=0, rtol=0)
+    # The bound itself: |exact - int8 estimate| <= ||x|| * slack, for x of very different sizes.
+    weight = torch.randn(2000, 200, generator=gen) * 0.1
+    screen = decode.screen_weights(weight)
+    for size in (1e-3, 1.0, 1e3):
+        x = torch.randn(5, 200, generator=gen) * size
+        approx = torch.empty(5, 2000)
+        _cpp().linear_into(approx, x, [screen.q], [screen.scale], [])
+        err = (_one_row_logits(x, weight).double() - approx.double()).abs()
+        bound = x.double().norm(dim=1, keepdim=True) * screen.slack.double()
+        assert torch.all(err <= bound)
+        assert err.max() > bound.max() * 1e-3  # and it is not vacuous
+    # Non-finite x: the row is computed in full (nothing to bound with).
+    x = torch.randn(1, 200, generator=gen)
+    x[0, 3] = float("inf")
+    out = torch.empty(1, 2000)
+    assert _cpp().top_logits(out, x, screen, weight, 1) == 2000
+    # A head holding a non-finite value is never screened.
+    bad = weight.clone()
+    bad[7, 7] = float("nan")
+    assert decode.screen_weights(bad) is False
+    head = decode.Head(bad)
+    assert not head.screens(1, 1)
+
+
+@needs_kernels
+def test_top_logits_bad_input_is_clear():
+    weight = torch.randn(300, 32)
+    screen = decode.screen_weights(weight)
+    x, out = torch.randn(2, 32), torch.empty(2, 300)
+    with pytest.raises(RuntimeError, match="k must be >= 1"):
+        _cpp().top_logits(out, x, screen, weight, 0)
+    with pytest.raises(RuntimeError, match="same shape"):
+        _cpp().top_logits(out, x, screen, weight[:200].contiguous(), 1)
+    with pytest.raises(RuntimeError, match="float32 or bfloat16"):
+        _cpp().top_logits(out, x, screen, screen.q, 1)
+    with pytest.raises(RuntimeError, match="out must be"):
+        _cpp().top_logits(torch.empty(2, 299), x, screen, weight, 1)
+
+
+def test_head_screens_only_where_it_pays():
+    weight = torch.randn(300, 32)
+    assert decode.Head(weight).screens(1, 1) and decode.Head(weight, "bf16").screens(decode.TOP_LOGITS_MAX_ROWS, 50)
+    assert not decode.Head(weight).screens(1, None)
+    assert not decode.Head(weight).screens(decode.TOP_LOGITS_MAX_ROWS + 1, 1)  # compute-bound: no gain
+    assert not decode.Head(weight).screens(1, decode.TOP_LOGITS_MAX_K + 1)
+    assert not decode.Head(weight, "int8").screens(1, 1)  # already int8
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+@pytest.mark.parametrize("weights_dtype", ["float32", "bf16"])
+@pytest.mark.parametrize("mode", [dict(do_sample=False), dict(do_sample=True, top_k=20, temperature=0.7),
+                                  dict(do_sample=True, top_k=8, top_p=0.8, seed=[5, 6, 7])])  # fmt: skip
+def test_generate_takes_the_screened_head_and_keeps_its_tokens(families, name, weights_dtype, mode, monkeypatch):
+    _, ours = _model(families, name, seed=2)
+    ours.quantize(weights_dtype)
+    ids, mask = left_padded_batch(torch.Generator().manual_seed(5), pads=(0, 3, 1), length=6)
+    kwargs = dict(attention_mask=mask, max_new_tokens=10, pad_token_id=0, **mode)
+    cpp, calls = _cpp(), []
+    real = cpp.top_logits
+    monkeypatch.setattr(cpp, "top_logits", lambda out, x, screen, weight, k: calls.append(k) or real(out, x, screen, weight, k))
+    try:
+        outs = []
+        for screened in (False, True):
+            ours.accepts_top_logits = screened
+            torch.manual_seed(0)
+            outs.append(ours.generate(ids, **kwargs))
+        assert torch.equal(outs[0], outs[1])
+        assert calls == [mode.get("top_k", 1)] * 9  # every decode step (the first token is the prefill's)
+    finally:
+        ours.quantize("float32")
+        del ours.accepts_top_logits
+
+
 # -- whole models: decode path against the reference forward ---------------------------------------------------
 def _model(families, name, seed=0):
     return families[name].hf_pair(seed=seed)

@@ -16,6 +16,7 @@ out = scores, which touches only the entries it changes instead of copying `[B, 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -271,6 +272,12 @@ def register_fakes() -> None:
 # -- decode-step kernels of the PyTorch models (references: pyengine/backends/torch/decode.py) --------------
 def linear_into(out, x, weights, scales, biases, accumulate: bool = False, weight_kn: bool = False) -> None:
     _ops.linear_into(out, x, list(weights), list(scales), list(biases), bool(accumulate), bool(weight_kn))
+
+
+def top_logits(out: torch.Tensor, x: torch.Tensor, screen: Any, weight: torch.Tensor, k: int) -> int:
+    """`out [M, N]`: each row's top `k` logits of `x @ weight^T` (ties included), -inf elsewhere, through the int8
+    `screen` of the head (decode.screen_weights, decode.top_logits_reference); returns the candidates kept."""
+    return _ops.top_logits(out, x, screen.q, screen.scale, screen.slack, weight, int(k))
 
 
 def rms_norm_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:

@@ -310,7 +310,7 @@ class GPT2DecodePath:
         ]  # fmt: skip
         self.ln_f, self.wte, self.wpe = t.ln_f, t.wte.weight.detach(), t.wpe.weight.detach()
         self.inner = self.blocks[0][4].out_features
-        self.lm_head = decode.Linear([model.lm_head.weight], weights_dtype=weights_dtype)
+        self.lm_head = decode.Head(model.lm_head.weight, weights_dtype=weights_dtype)
         self.workspace = decode.Workspace()
         decode.place_on_hugepages([p for block in self.blocks for p in block if isinstance(p, decode.Linear)]
                                   + [self.lm_head])  # fmt: skip
@@ -337,8 +337,9 @@ class GPT2DecodePath:
             x.copy_(self.act(x))
 
     def step(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None,
-             position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-        """Logits `[B, 1, V]` (float32) for one token per row `input_ids [B, 1]`; the cache advances by one."""
+             position_ids: torch.Tensor | None, top_logits: int | None = None) -> torch.Tensor:  # fmt: skip
+        """Logits `[B, 1, V]` (float32) for one token per row `input_ids [B, 1]`; the cache advances by one.
+        `top_logits=k`: only each row's k largest, -inf elsewhere (`decode.Head`)."""
         ops = decode._kernels()
         batch, past = input_ids.shape[0], cache.get_seq_length()
         H, D, E = self.num_heads, self.dim, self.wte.shape[1]
@@ -366,7 +367,7 @@ class GPT2DecodePath:
                               keys, values, None, None, positions.contiguous(), past, key_mask, H, st["scale"], rows,
                               norm_in_bias=st["norm_in_bias"], norm_post_bias=st["norm_post_bias"],
                               activation="gelu_tanh", weight_kn=self.blocks[0][1].kn, paged=paged)  # fmt: skip
-            return self._head(x, h, cache, batch)
+            return self._head(x, h, cache, batch, top_logits)
         for i, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj, scale) in enumerate(self.blocks):
             ops.layer_norm_into(h, x, ln_1.weight, ln_1.bias, self.eps)
             c_attn(qkv, h)
@@ -380,13 +381,13 @@ class GPT2DecodePath:
             c_fc(ff, h)
             self._gelu_(ff)
             mlp_proj(x, ff, accumulate=True)
-        return self._head(x, h, cache, batch)
+        return self._head(x, h, cache, batch, top_logits)
 
-    def _head(self, x: torch.Tensor, h: torch.Tensor, cache: Any, batch: int) -> torch.Tensor:
+    def _head(self, x: torch.Tensor, h: torch.Tensor, cache: Any, batch: int, top_logits: int | None) -> torch.Tensor:
         """Final LayerNorm and the LM head: logits `[B, 1, V]`; the cache advances by one."""
         decode._kernels().layer_norm_into(h, x, self.ln_f.weight, self.ln_f.bias, self.eps)
         logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
-        self.lm_head(logits, h)
+        self.lm_head(logits, h, top_logits=top_logits)
         cache.advance(1)
         return logits.view(batch, 1, -1)
 
@@ -432,6 +433,8 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, decode.DecodePathMixin, GenerationMix
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        *,
+        top_logits: int | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithCrossAttentions | tuple[Any, ...]:
         """`GPT2Model.forward` plus the head: logits `[B, S_kept, V]` in the model dtype.
@@ -439,6 +442,9 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, decode.DecodePathMixin, GenerationMix
         Args:
             labels: `[B, S]` next-token targets (shifted inside; -100 ignored) → `loss`.
             logits_to_keep: 0 keeps all positions; N keeps the last N; a tensor selects positions.
+            top_logits: (pyengine) on the decode path, compute only each row's `top_logits` largest logits (ties
+                included) and leave -inf elsewhere (`decode.Head`); generate() passes it when its decoding rule
+                depends on those alone. None: every logit.
             (others): see `GPT2Model.forward`.
         """
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
@@ -447,7 +453,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, decode.DecodePathMixin, GenerationMix
         if token_type_ids is not None or head_mask is not None or encoder_hidden_states is not None:
             cache = None
         if cache is not None:  # one token per row: the decode path
-            logits = self.decode_path().step(input_ids, cache, attention_mask, position_ids)
+            logits = self.decode_path().step(input_ids, cache, attention_mask, position_ids, top_logits)
             out = CausalLMOutputWithCrossAttentions(logits=logits, past_key_values=cache)
             return out if return_dict else out.to_tuple()
         outputs = self.transformer(

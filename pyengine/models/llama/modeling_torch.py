@@ -365,7 +365,7 @@ class LlamaDecodePath:
             ))  # fmt: skip
         self.norm = model.model.norm.weight.detach()
         self.embed = model.model.embed_tokens.weight.detach()
-        self.lm_head = decode.Linear([model.lm_head.weight], weights_dtype=weights_dtype)
+        self.lm_head = decode.Head(model.lm_head.weight, weights_dtype=weights_dtype)
         self.workspace = decode.Workspace()
         decode.place_on_hugepages([p for layer in self.layers for p in layer if isinstance(p, decode.Linear)]
                                   + [self.lm_head])  # fmt: skip
@@ -382,8 +382,9 @@ class LlamaDecodePath:
                 first.self_attn.q_proj.weight.data_ptr(), last.mlp.down_proj.weight.data_ptr())  # fmt: skip
 
     def step(self, input_ids: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None,
-             position_ids: torch.Tensor | None) -> torch.Tensor:  # fmt: skip
-        """Logits `[B, 1, V]` (float32) for one token per row `input_ids [B, 1]`; the cache advances by one."""
+             position_ids: torch.Tensor | None, top_logits: int | None = None) -> torch.Tensor:  # fmt: skip
+        """Logits `[B, 1, V]` (float32) for one token per row `input_ids [B, 1]`; the cache advances by one.
+        `top_logits=k`: only each row's k largest, -inf elsewhere (`decode.Head`)."""
         ops = decode._kernels()
         batch, past = input_ids.shape[0], cache.get_seq_length()
         H, H_kv, D, inter = self.num_heads, self.kv_heads, self.dim, self.intermediate
@@ -422,7 +423,7 @@ class LlamaDecodePath:
                                   key_mask, rows)  # fmt: skip
         ops.rms_norm_into(h, x, self.norm, self.eps)
         logits = torch.empty(batch, self.lm_head.out_features)  # fresh: callers may keep it
-        self.lm_head(logits, h)
+        self.lm_head(logits, h, top_logits=top_logits)
         cache.advance(1)
         return logits.view(batch, 1, -1)
 
@@ -489,6 +490,8 @@ class LlamaForCausalLM(LlamaPreTrainedModel, decode.DecodePathMixin, GenerationM
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        *,
+        top_logits: int | None = None,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast | tuple[Any, ...]:
         """`LlamaModel.forward` plus the head: logits `[B, S_kept, V]` in the model dtype.
@@ -496,13 +499,16 @@ class LlamaForCausalLM(LlamaPreTrainedModel, decode.DecodePathMixin, GenerationM
         Args:
             labels: `[B, S]` next-token targets (shifted inside; -100 ignored) → `loss`.
             logits_to_keep: 0 keeps all positions; N keeps the last N; a tensor selects positions.
+            top_logits: (pyengine) on the decode path, compute only each row's `top_logits` largest logits (ties
+                included) and leave -inf elsewhere (`decode.Head`); generate() passes it when its decoding rule
+                depends on those alone. None: every logit.
             (others): see `LlamaModel.forward`.
         """
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
         cache = decode.decode_cache(self, input_ids, past_key_values, inputs_embeds, labels, use_cache,
                                     output_attentions, output_hidden_states, logits_to_keep)  # fmt: skip
         if cache is not None:  # one token per row: the decode path
-            logits = self.decode_path().step(input_ids, cache, attention_mask, position_ids)
+            logits = self.decode_path().step(input_ids, cache, attention_mask, position_ids, top_logits)
             out = CausalLMOutputWithPast(logits=logits, past_key_values=cache)
             return out if return_dict else out.to_tuple()
         outputs = self.model(
