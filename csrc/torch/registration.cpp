@@ -47,6 +47,7 @@ TORCH_LIBRARY(pyengine, m) {
       "bool weight_kn) -> ()");
   m.def(
       "top_logits(Tensor(a!) out, Tensor x, Tensor q, Tensor scale, Tensor slack, Tensor weight, int k) -> int");
+  m.def("top_logits_screen(Tensor weight) -> (Tensor, Tensor, Tensor)");
   m.def("rms_norm_into(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
   m.def("layer_norm_into(Tensor(a!) out, Tensor x, Tensor weight, Tensor bias, float eps) -> ()");
   m.def(

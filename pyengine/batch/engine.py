@@ -35,6 +35,7 @@ from pyengine.batch.request import BatchStats, Completion, Request, Result
 from pyengine.batch.sampling import RequestSampler
 from pyengine.batch.scheduler import Scheduler, Sequence
 from pyengine.engine.plan import build_plan
+from pyengine.generation.step import takes_top_logits
 
 DEFAULT_MAX_NEW_TOKENS = 20  # transformers' model-agnostic default (max_length 20) read as new tokens
 
@@ -120,6 +121,7 @@ class BatchGenerator:
         self.packed_prefill = packed_prefill
         self.scheduler = Scheduler(self.cache, max_batch_size, prefill_chunk, packed=packed_prefill)
         self.ops = TorchBackend(model.device).ops
+        self.screens_head = takes_top_logits(model)  # decode passes may ask for the top logits only
         self.stats = BatchStats()
         self._ids = itertools.count()
 
@@ -225,12 +227,21 @@ class BatchGenerator:
             inputs = dict(input_ids=torch.tensor([[0] * (width - len(c)) + c for c in new]),
                           attention_mask=view.attention_mask, position_ids=view.position_ids, logits_to_keep=1)  # fmt: skip
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        top = self._top_logits(seqs) if max(counts) == 1 else None
+        if top is not None:
+            inputs["top_logits"] = top
         out = self.model(**inputs, past_key_values=view, use_cache=True, return_dict=True)
         for seq, n in zip(seqs, counts):
             seq.num_computed += n
             self.cache.commit(seq.seq_id, seq.tokens, seq.num_computed)
         logits = out.logits[0] if packed else out.logits[:, -1, :]  # [B, V]
         return logits.to(dtype=torch.float32, copy=True)  # as CausalLMStep
+
+    def _top_logits(self, seqs: list[Sequence]) -> int | None:
+        """How many top logits a decode pass needs (`plan.top_logits`): the most any of its requests needs, or None
+        (every logit) when one of them needs them all."""
+        widths = [seq.owner.req.plan.top_logits for seq in seqs]
+        return None if not self.screens_head or None in widths else max(widths)
 
     def _append_tokens(self, chosen: list[tuple[Sequence, torch.Tensor]]) -> list[Result]:
         done: list[Result] = []

@@ -41,7 +41,7 @@ class CausalLMStep:
         self.attentions: list[Any] = []
         self.hidden_states: list[Any] = []
         self.done = 0  # positions already in the cache
-        self.top_logits = top_logits if _takes_top_logits(model) else None
+        self.top_logits = top_logits if takes_top_logits(model) else None
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
         cur = tokens.shape[1]
@@ -106,7 +106,7 @@ class CausalLMStep:
             self.cache.reorder(index)
 
 
-def _takes_top_logits(model: Any) -> bool:
+def takes_top_logits(model: Any) -> bool:
     """Whether `model.forward` takes `top_logits` (the decode path's screened head) and nothing after the
     forward moves a logit: a model's own `adjust_logits_during_generation` could lift one from below the top."""
     from pyengine.generation.utils import GenerationMixin  # utils imports this module

@@ -55,6 +55,35 @@ def test_decode_steps_run_one_fused_call_over_the_blocks(tiny_model, monkeypatch
         assert result.token_ids == _reference(tiny_model, prompt, max_new_tokens=10, eos_token_id=None)
 
 
+def test_decode_passes_ask_for_the_top_logits_their_requests_need(tiny_model, monkeypatch):
+    """Greedy and top-k requests screen the LM head at the widest width any of them needs (same tokens); a
+    pass holding a request with a repetition penalty computes every logit."""
+    from pyengine.backends.torch import cpp
+
+    widths = []
+    real = cpp.top_logits
+    monkeypatch.setattr(cpp, "top_logits", lambda out, x, s, w, k: widths.append(k) or real(out, x, s, w, k))
+    prompts = random_prompts(6, 2, 20, seed=8)
+    params = [dict(do_sample=True, top_k=6, seed=4), {}, dict(min_new_tokens=4)]
+    for penalty in (False, True):
+        extra = [dict(repetition_penalty=1.3)] if penalty else []
+        requests = [Request(p, max_new_tokens=8, **params[i % 3]) for i, p in enumerate(prompts)]
+        requests += [Request(prompts[0], max_new_tokens=8, **e) for e in extra]
+        runs = []
+        for screens in (True, False):
+            widths.clear()
+            gen = BatchGenerator(tiny_model, max_batch_size=7, num_blocks=96, block_size=4)
+            gen.screens_head = screens
+            runs.append([r.token_ids for r in gen.run(requests)])
+            if screens:
+                seen = set(widths)
+        assert runs[0] == runs[1]
+        if penalty:  # the penalized request runs in every decode pass (all seven fit in one batch)
+            assert seen == set()
+        else:  # the sampled requests need 6 while they run; min-new-tokens 1 + one per EOS id; plain greedy 1
+            assert 6 in seen and seen <= {1, 2, 6}
+
+
 def test_packed_and_padded_prefill_give_generate_s_tokens(tiny_model):
     """Prompts of 1-40 tokens, packed into one row per prefill pass (cut at the budget) or left-padded."""
     prompts = random_prompts(10, 1, 40, seed=11)

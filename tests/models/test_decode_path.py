@@ -341,6 +341,20 @@ def test_top_logits_keeps_every_top_logit_exactly(M, k, dtype):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_screen_kernel_matches_reference(dtype):
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(700, 130, generator=gen) * torch.logspace(-30, 30, 700)[:, None]
+    weight[3] = 0  # an all-zero row: the smallest scale
+    weight[5, :7] = 0.5 * (torch.arange(7) * 2 + 1) * (weight[5].abs().amax() / 127)  # halves: ties to even
+    weight = weight.to(dtype)
+    ours, ref = decode.screen_weights(weight), decode.screen_weights_reference(weight)
+    assert torch.equal(ours.q, ref.q) and torch.equal(ours.scale, ref.scale)
+    torch.testing.assert_close(ours.slack, ref.slack, atol=0, rtol=1e-6)
+    assert ours.slack[3] == 0 and torch.all(ours.slack[torch.arange(700) != 3] > 0)  # exact only for the zero row
+
+
+@needs_kernels
 def test_top_logits_bound_holds_and_hard_rows_fall_back():
     gen = torch.Generator().manual_seed(0)
     # Rows nearly equal to each other: int8 cannot tell them apart, so the bound keeps all of them and the

@@ -50,8 +50,36 @@ int64_t top_logits(at::Tensor& out, const at::Tensor& x, const at::Tensor& q, co
   return total;
 }
 
+// The int8 screen of a head [N, K] (float32 or bf16): rows in parallel, one pass each (screen_row).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> top_logits_screen(const at::Tensor& weight) {
+  TORCH_CHECK(weight.device().is_cpu() && weight.dim() == 2 &&
+                  (weight.scalar_type() == at::kFloat || weight.scalar_type() == at::kBFloat16),
+              "pyengine::top_logits_screen: weight must be a float32 or bfloat16 [N, K] CPU tensor, got ",
+              weight.scalar_type(), " ", weight.sizes());
+  const at::Tensor w = weight.contiguous();
+  const int64_t N = w.size(0), K = w.size(1);
+  at::Tensor q = at::empty({N, K}, w.options().dtype(at::kChar));
+  at::Tensor scale = at::empty({N}, w.options().dtype(at::kFloat));
+  at::Tensor slack = at::empty({N}, w.options().dtype(at::kFloat));
+  int8_t* qp = q.mutable_data_ptr<int8_t>();
+  float* sp = scale.mutable_data_ptr<float>();
+  float* lp = slack.mutable_data_ptr<float>();
+  at::parallel_for(0, N, 256, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n) {
+      if (w.scalar_type() == at::kFloat)
+        screen_row(w.const_data_ptr<float>() + n * K, K, qp + n * K, sp + n, lp + n);
+      else
+        screen_row(static_cast<const uint16_t*>(w.const_data_ptr()) + n * K, K, qp + n * K, sp + n, lp + n);
+    }
+  });
+  return {q, scale, slack};
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(pyengine, CPU, m) { m.impl("top_logits", &top_logits); }
+TORCH_LIBRARY_IMPL(pyengine, CPU, m) {
+  m.impl("top_logits", &top_logits);
+  m.impl("top_logits_screen", &top_logits_screen);
+}
 
 }  // namespace pyengine::cpu

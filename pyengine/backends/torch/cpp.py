@@ -280,6 +280,11 @@ def top_logits(out: torch.Tensor, x: torch.Tensor, screen: Any, weight: torch.Te
     return _ops.top_logits(out, x, screen.q, screen.scale, screen.slack, weight, int(k))
 
 
+def top_logits_screen(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, scale, slack) of the int8 screen of a head `[N, K]` (decode.screen_weights_reference)."""
+    return _ops.top_logits_screen(weight)
+
+
 def rms_norm_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, eps: float) -> None:
     _ops.rms_norm_into(out, x, weight, float(eps))
 

@@ -297,10 +297,19 @@ class Screen:
     slack: torch.Tensor  # [N] float32, rounded up
 
 
-def screen_weights(weight: torch.Tensor, chunk: int = 4096) -> Screen | bool:
-    """The int8 screen of `weight [N, K]` (float32 or bf16), or False when it holds a non-finite entry.
+def screen_weights(weight: torch.Tensor) -> Screen | bool:
+    """The int8 screen of a head `weight [N, K]` (float32 or bf16), or False when it holds a non-finite entry:
+    one pass of the `top_logits_screen` kernel (SmolLM2's head: ~20 ms against ~270 for the reference below)."""
+    q, scale, slack = _kernels().top_logits_screen(weight.detach())
+    if not bool(torch.isfinite(slack).all()):
+        return False
+    return Screen(q=q, scale=scale, slack=slack)
 
-    slack[n] = (||W[n] - scale[n] q[n]|| + gamma * (||W[n]|| + scale[n] ||q[n]||)) * (1 + 1e-6), in float64 and
+
+def screen_weights_reference(weight: torch.Tensor, chunk: int = 4096) -> Screen | bool:
+    """The meaning of `screen_weights`, in float64 torch ops.
+
+    q, scale: `quantize_int8`. slack[n] = (||W[n] - scale[n] q[n]|| + gamma * (||W[n]|| + scale[n] ||q[n]||)) * (1 + 1e-6), in float64 and
     rounded up to float32, gamma = (K + 2) u / (1 - (K + 2) u) with u = 2^-24: Cauchy-Schwarz on the rounding
     residual plus the float32 rounding of both dot products (fused multiply-adds, scale applied after).
     """
