@@ -16,7 +16,8 @@ import platform
 # fn(void* out, const void** inputs, const char* opaque, size_t opaque_len, void* status)
 STATUS_RETURNING_UNIFIED = 3
 TARGETS = ("pyengine_linear", "pyengine_attend_cached", "pyengine_top_k_mask", "pyengine_top_p_mask",
-           "pyengine_min_p_mask", "pyengine_argmax", "pyengine_sample_from_scores")
+           "pyengine_min_p_mask", "pyengine_argmax", "pyengine_sample_from_scores", "pyengine_top_logits",
+           "pyengine_top_logits_screen")
 _state: dict[str, object] = {}
 
 

@@ -134,8 +134,11 @@ def build_plan(
     return plan
 
 
-def top_logits_needed(plan: DecodePlan) -> int | None:
-    """How many of each row's largest logits decide `plan`'s tokens, or None when every logit may.
+def top_logits_needed(plan: DecodePlan, maximum: Callable[[Any, int], Any] | None = None) -> Any:
+    """How many of each row's largest logits decide `plan`'s tokens (an int), or None when every logit may.
+
+    `maximum(top_k, min_tokens_to_keep)`: for a compiled loop whose top-k value is an array (a scalar the
+    framework adds to), which the width then is too; default: Python ints.
 
     A step may then return those (ties with the last included) and -inf elsewhere: the processed scores, hence
     the tokens under any draw, are the same. Greedy: 1; sampling: the first top-k's k (at least
@@ -157,10 +160,14 @@ def top_logits_needed(plan: DecodePlan) -> int | None:
         elif isinstance(spec, (P.ForcedBOS, P.ForcedEOS, P.Temperature)):
             continue
         elif isinstance(spec, P.TopK) and k is None:
-            k = max(int(spec.top_k), int(spec.min_tokens_to_keep))
+            k = (maximum or _int_max)(spec.top_k, int(spec.min_tokens_to_keep))
         elif not (k is not None and isinstance(spec, (P.TopK, P.TopP, P.MinP))):
             return None
     return None if k is None else k + bans
+
+
+def _int_max(top_k: Any, min_tokens_to_keep: int) -> int:
+    return max(int(top_k), min_tokens_to_keep)
 
 
 def with_every_warper(plan: DecodePlan, vocab_size: int) -> DecodePlan:

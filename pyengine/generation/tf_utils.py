@@ -34,7 +34,7 @@ from pyengine.engine.outputs import (
     GenerateDecoderOnlyOutput,
     GenerateEncoderDecoderOutput,
 )
-from pyengine.engine.plan import build_plan, with_every_warper
+from pyengine.engine.plan import build_plan, top_logits_needed, with_every_warper
 from pyengine.generation_config import GenerationConfig
 
 logger = logging.getLogger("pyengine")
@@ -295,6 +295,9 @@ class TFGenerationMixin:
         plan = dataclasses.replace(plan, processors=_join_values(specs, values))
         logits, state = self._start(prompt, mask, encoder or None, plan.max_length)
         logits = self.adjust_logits_during_generation(tf.cast(logits, tf.float32), cur_len=prompt.shape[1])
+        width = top_logits_needed(plan, maximum=lambda top_k, keep: tf.maximum(tf.cast(top_k, tf.int32), keep))
+        if width is not None and hasattr(self, "tf_screen_head") and _adjusts_nothing(self):
+            state = self.tf_screen_head(state, width)  # decode steps then compute only the logits that count
 
         def step(model_state: Any, tokens: Any, cur: Any) -> tuple[Any, Any]:
             next_logits, model_state = self.tf_decode(model_state, tokens, cur)
@@ -382,6 +385,11 @@ def _changed_only(decode: Any, state: dict, tokens: Any, cur: Any) -> tuple[Any,
     transposed for the step, hundreds of MB) from an XLA function would copy it on every call."""
     logits, new = decode(state, tokens, cur)
     return logits, {k: v for k, v in new.items() if state.get(k) is not v}
+
+
+def _adjusts_nothing(model: Any) -> bool:
+    """No `adjust_logits_during_generation` of the model's own, which could lift a logit from below the top."""
+    return type(model).adjust_logits_during_generation is TFGenerationMixin.adjust_logits_during_generation
 
 
 def _executing_eagerly() -> bool:

@@ -440,6 +440,24 @@ def test_generate_takes_the_screened_head_and_keeps_its_tokens(families, name, w
         del ours.accepts_top_logits
 
 
+@needs_kernels
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_screened_head_follows_in_place_changes_of_the_weights(families, name):
+    _, ours = _model(families, name, seed=2)
+    ids = torch.randint(1, VOCAB, (2, 5), generator=torch.Generator().manual_seed(0))
+    kwargs = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    ours.generate(ids, **kwargs)  # builds the screen
+    head = ours.get_output_embeddings().weight
+    with torch.no_grad():
+        head[torch.randperm(head.shape[0], generator=torch.Generator().manual_seed(1))[:50]] *= 40  # new winners
+    screened = ours.generate(ids, **kwargs)
+    ours.accepts_top_logits = False
+    try:
+        assert torch.equal(screened, ours.generate(ids, **kwargs))
+    finally:
+        del ours.accepts_top_logits
+
+
 # -- whole models: decode path against the reference forward ---------------------------------------------------
 def _model(families, name, seed=0):
     return families[name].hf_pair(seed=seed)

@@ -63,19 +63,41 @@ def test_greedy_tokens_match_torch(pair, jit, kwargs):
     assert len(set(expected[1, 5:].tolist())) > 2, "degenerate continuation: the test would prove little"
 
 
-def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls):
+def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls, monkeypatch):
     """At batch 1 under XLA every product of a decode step is the C++ call over the `[in, out]` Conv1D weights
-    (and the `[V, E]` table for the head), no copies; tokens stay equal to PyTorch's."""
+    (and the `[V, E]` table for the head: the full product in prefill, the screened top logits in the step), no
+    copies; tokens stay equal to PyTorch's."""
     pt, tfm, _ = pair
     prompt = PROMPT[1:]
+    screened = []
+    real = kernels.top_logits
+    monkeypatch.setattr(kernels, "top_logits", lambda x, screen, w, k: screened.append(x.shape[0]) or real(x, screen, w, k))
+    tfm.__dict__.pop("_pyengine_compiled", None)
     with torch.no_grad():
         expected = pt.generate(torch.tensor(prompt), max_new_tokens=8, do_sample=False).numpy()
     got = tfm.generate(tf.constant(prompt), max_new_tokens=8, jit_compile=True).numpy()
     np.testing.assert_array_equal(got, expected)
     if kernels.linear_impl().label == "cpp":
-        # traced once: the step's 4 Conv1D products a block, and the head over one row in prefill and in the step
+        # traced once: the step's 4 Conv1D products a block, and the head over one row in prefill
         calls = linear_calls
-        assert calls.count((1, True)) == 4 * tfm.config.n_layer and calls.count((1, False)) == 2, calls
+        assert calls.count((1, True)) == 4 * tfm.config.n_layer and calls.count((1, False)) == 1, calls
+        assert screened == [1]  # traced once, over the step's one row
+
+
+@pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(do_sample=True, top_k=5, temperature=0.7),
+                                    dict(do_sample=True, top_k=8, top_p=0.8, min_new_tokens=9)])  # fmt: skip
+def test_xla_screened_head_keeps_the_tokens(pair, monkeypatch, kwargs):
+    """Greedy and top-k sampling under XLA read the head's int8 screen in decode steps; the tokens equal those
+    of the full head, draw for draw (top_k is a traced value: the screen's width follows it)."""
+    _, tfm, _ = pair
+    outs = []
+    for screen in (True, False):
+        if not screen:
+            monkeypatch.setattr(kernels, "top_logits_screen", lambda w: None)
+        tfm.__dict__.pop("_pyengine_compiled", None)
+        outs.append(tfm.generate(tf.constant(PROMPT), attention_mask=tf.constant(MASK), max_new_tokens=10, seed=4,
+                                 jit_compile=True, **kwargs).numpy())  # fmt: skip
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_beam_tokens_match_torch(pair):

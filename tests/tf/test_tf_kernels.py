@@ -108,3 +108,39 @@ def test_token_choice_is_a_custom_call_only_under_xla():
 
     assert "XlaCustomCallV2" in ops(True)
     assert "XlaCustomCallV2" not in ops(False)
+
+
+@pytest.mark.parametrize("rows", [1, 5, 16])
+def test_top_logits_under_xla_keeps_every_top_logit(rows, rng):
+    """The screened head (`top_logits` over `top_logits_screen`, built in the same compiled function): every
+    logit at least the row's k-th largest is kept, at the full product's value, the rest -inf; k is a traced
+    value; k past 1024 or a head with a NaN gets every logit."""
+    if kernels.linear_impl().label != "cpp":
+        pytest.skip("the C++ XLA targets are unavailable")
+    n, kdim = 3001, 96
+    w_np = (rng.standard_normal((n, kdim)) * 0.05).astype(np.float32)
+    x_np = (rng.standard_normal((rows, kdim)) * 2).astype(np.float32)
+    exact = x_np.astype(np.float64) @ w_np.astype(np.float64).T
+
+    @tf.function(jit_compile=True)
+    def screened(x, w, k):
+        screen = kernels.top_logits_screen(w)
+        return kernels.top_logits(x, screen, w, k)
+
+    for k in (1, 7, 50):
+        out = screened(tf.constant(x_np), tf.constant(w_np), tf.constant(k)).numpy()
+        finite = np.isfinite(out)
+        assert finite.sum() < rows * n // 4  # screened, not the full product
+        kth = np.sort(exact, axis=1)[:, -k][:, None]
+        assert finite[exact >= kth - 1e-4].all()  # every top-k logit (and any within rounding of the k-th)
+        np.testing.assert_allclose(out[finite], exact[finite], rtol=1e-5, atol=1e-5)
+        assert (out[~finite] == -np.inf).all()
+    full = screened(tf.constant(x_np), tf.constant(w_np), tf.constant(2000)).numpy()
+    np.testing.assert_allclose(full, exact, rtol=1e-5, atol=1e-5)
+    w_nan = w_np.copy()
+    w_nan[4, 2] = np.nan
+    out = screened(tf.constant(x_np), tf.constant(w_nan), tf.constant(1)).numpy()
+    assert np.isnan(out[:, 4]).all() and np.isfinite(np.delete(out, 4, axis=1)).all()  # computed in full
+    outside = kernels.top_logits(tf.constant(x_np), None, tf.constant(w_np), 1).numpy()  # eager: every logit
+    np.testing.assert_allclose(outside, exact, rtol=1e-5, atol=1e-5)
+    assert kernels.top_logits_screen(tf.constant(w_np)) is None  # no screen outside XLA

@@ -50,13 +50,46 @@ def cpp_linear(x: tf.Tensor, w: tf.Tensor, bias: tf.Tensor | None = None, weight
     return _custom_call("pyengine_linear", operands, config, tf.float32, [m, n])
 
 
-def _custom_call(target: str, operands: list, config: str, dtype: tf.DType, shape: list[int]) -> tf.Tensor:
+TOP_LOGITS_MAX_ROWS = 16  # decode.TOP_LOGITS_MAX_ROWS: past it the head's product is compute-bound
+
+
+def top_logits(x: tf.Tensor, screen: tuple, w: tf.Tensor, k: Any) -> tf.Tensor:
+    """`x @ w.T` `[M, N]` with only each row's `k` largest (ties included) exact and -inf elsewhere, through the
+    int8 `screen` (q, scale, slack) of the head `w [N, K]` (`pyengine_top_logits`, csrc/xla/top_logits.cpp);
+    `k` may be a traced int32 scalar. Under XLA with the C++ kernels and up to TOP_LOGITS_MAX_ROWS float32
+    rows; anywhere else every logit (`linear`)."""
+    m, kdim = x.shape
+    fits = m is not None and 0 < m <= TOP_LOGITS_MAX_ROWS and kdim is not None and w.shape[1] == kdim
+    fits = fits and x.dtype == tf.float32 and w.dtype == tf.float32
+    if not fits or linear_impl().label != "cpp" or not in_xla():
+        return linear(x, w)
+    n = w.shape[0]
+    operands = [x, *screen, w, tf.reshape(tf.cast(k, tf.int32), [])]
+    return _custom_call("pyengine_top_logits", operands, f"{m} {kdim} {n}", tf.float32, [m, n])
+
+
+def top_logits_screen(w: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None:
+    """(q, scale, slack): the int8 screen of a float32 head `w [N, K]` for `top_logits`, built under XLA by
+    `pyengine_top_logits_screen` from the weights as they are now; None where `top_logits` would not use it
+    (outside XLA, no C++ kernels). A head holding inf or NaN gets non-finite slacks, and `pyengine_top_logits`
+    then computes every logit."""
+    if linear_impl().label != "cpp" or not in_xla() or w.dtype != tf.float32 or None in w.shape:
+        return None
+    n, k = w.shape
+    return tuple(_custom_call("pyengine_top_logits_screen", [w], f"{n} {k}", [tf.int8, tf.float32, tf.float32],
+                              [[n, k], [n], [n]]))  # fmt: skip
+
+
+def _custom_call(target: str, operands: list, config: str, dtype: Any, shape: list) -> Any:
+    """One result (`dtype`, `shape`), or a list of them when `dtype` is a list (and `shape` a list of shapes)."""
     from tensorflow.compiler.tf2xla.ops import gen_xla_ops
 
-    return gen_xla_ops.xla_custom_call_v2(
+    many = isinstance(dtype, list)
+    out = gen_xla_ops.xla_custom_call_v2(
         operands=operands, call_target_name=target, backend_config=config, has_side_effect=False,
-        result_dtypes=[dtype], result_shapes=[shape],
-    )[0]  # fmt: skip
+        result_dtypes=dtype if many else [dtype], result_shapes=shape if many else [shape],
+    )  # fmt: skip
+    return list(out) if many else out[0]
 
 
 def _rows_fit(scores: tf.Tensor) -> bool:

@@ -259,15 +259,19 @@ class Head(Linear):
     def __init__(self, weight: torch.Tensor, weights_dtype: str = "float32") -> None:
         super().__init__([weight], weights_dtype=weights_dtype)
         self.screen: Screen | bool | None = None  # False: the head holds non-finite values, never screened
+        self.screened_version = -1
 
     def screens(self, rows: int, k: int | None) -> bool:
-        """Whether a call with `rows` rows and `top_logits=k` takes the screen."""
+        """Whether a call with `rows` rows and `top_logits=k` takes the screen (made, or made again, here)."""
         if k is None or not 1 <= k <= TOP_LOGITS_MAX_K or not 1 <= rows <= TOP_LOGITS_MAX_ROWS:
             return False
         if self.biases or self.kn or self.scales:  # int8 heads are already int8: nothing to screen
             return False
-        if self.screen is None:
-            self.screen = screen_weights(self.weights[0])
+        # float32 heads are the model's parameter: an in-place change (load_state_dict, `w.mul_()` under
+        # no_grad) bumps its version counter, and a stale screen would bound the wrong logits.
+        version = self.weights[0]._version
+        if self.screen is None or version != self.screened_version:
+            self.screen, self.screened_version = screen_weights(self.weights[0]), version
         return self.screen is not False
 
     def __call__(self, out: torch.Tensor, x: torch.Tensor, accumulate: bool = False,

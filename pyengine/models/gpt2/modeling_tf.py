@@ -238,8 +238,16 @@ class TFGPT2LMHeadModel(TFGPT2PreTrainedModel):
                                                start, nk=state.get("nk"))  # fmt: skip
         return self._logits(x[:, -1], state), {**state, "caches": caches}
 
+    def tf_screen_head(self, state: dict, top_logits: Any) -> dict:
+        """The state for decode steps that need only each row's `top_logits` largest logits: the int8 screen of
+        the tied head, built now (kernels.top_logits_screen), or `state` unchanged where it cannot run."""
+        screen = kernels.top_logits_screen(self.transformer.wte.embeddings)
+        return state if screen is None else {**state, "screen": screen, "top_logits": top_logits}
+
     def _logits(self, x: tf.Tensor, state: dict) -> tf.Tensor:
-        """The tied head over the last hidden states `[B, E]` -> `[B, V]`."""
+        """The tied head over the last hidden states `[B, E]` -> `[B, V]` (only the top ones with a screen)."""
+        if "screen" in state:
+            return kernels.top_logits(x, state["screen"], self.transformer.wte.embeddings, state["top_logits"])
         if "nk" in state:
             return kernels.linear(x, self.transformer.wte.embeddings)
         return self.transformer.wte.attend(x, state.get("head"))
