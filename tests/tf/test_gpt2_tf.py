@@ -66,12 +66,13 @@ def test_greedy_tokens_match_torch(pair, jit, kwargs):
 def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls, monkeypatch):
     """At batch 1 under XLA every product of a decode step is the C++ call over the `[in, out]` Conv1D weights
     (and the `[V, E]` table for the head: the full product in prefill, the screened top logits in the step), no
-    copies; tokens stay equal to PyTorch's."""
+    copies, and attention is the C++ kernel over the cache; tokens stay equal to PyTorch's."""
     pt, tfm, _ = pair
     prompt = PROMPT[1:]
-    screened = []
-    real = kernels.top_logits
+    screened, attended = [], []
+    real, real_attend = kernels.top_logits, kernels.attend_cached
     monkeypatch.setattr(kernels, "top_logits", lambda x, screen, w, k: screened.append(x.shape[0]) or real(x, screen, w, k))
+    monkeypatch.setattr(kernels, "attend_cached", lambda *a: attended.append(real_attend(*a) is not None) or real_attend(*a))
     tfm.__dict__.pop("_pyengine_compiled", None)
     with torch.no_grad():
         expected = pt.generate(torch.tensor(prompt), max_new_tokens=8, do_sample=False).numpy()
@@ -82,6 +83,7 @@ def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls, 
         calls = linear_calls
         assert calls.count((1, True)) == 4 * tfm.config.n_layer and calls.count((1, False)) == 1, calls
         assert screened == [1]  # traced once, over the step's one row
+        assert attended == [True] * tfm.config.n_layer  # the step's attention reads the cache in the C++ kernel
 
 
 @pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(do_sample=True, top_k=5, temperature=0.7),

@@ -58,9 +58,25 @@ def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls):
     np.testing.assert_array_equal(got, expected)
     if kernels.linear_impl().label == "cpp":
         tied = tfm.config.tie_word_embeddings
-        # traced once: 7 products a layer in the step, and the head over one row in prefill and in the step
-        head = [(1, not tied)] * 2
+        # traced once: 7 products a layer in the step, and the head over one row in prefill and in the step (a
+        # tied head's step takes the screened top logits instead)
+        head = [(1, not tied)] * (1 if tied else 2)
         assert sorted(linear_calls) == sorted([(1, True)] * 7 * tfm.config.num_hidden_layers + head), linear_calls
+
+
+@pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(do_sample=True, top_k=6, temperature=0.8)])
+def test_xla_screened_head_keeps_the_tokens(pair, monkeypatch, kwargs):
+    """Batch 2 under XLA: the head's int8 screen (the tied table, or the untied head's `[out, in]` copy) gives
+    the full head's tokens, draw for draw."""
+    _, tfm, _ = pair
+    outs = []
+    for screen in (True, False):
+        if not screen:
+            monkeypatch.setattr(kernels, "top_logits_screen", lambda w: None)
+        tfm.__dict__.pop("_pyengine_compiled", None)
+        outs.append(tfm.generate(tf.constant(PROMPT), attention_mask=tf.constant(MASK), max_new_tokens=8, seed=3,
+                                 jit_compile=True, **kwargs).numpy())  # fmt: skip
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_h5_round_trip_and_from_tf_into_torch(pair, tmp_path):

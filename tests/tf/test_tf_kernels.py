@@ -144,3 +144,24 @@ def test_top_logits_under_xla_keeps_every_top_logit(rows, rng):
     outside = kernels.top_logits(tf.constant(x_np), None, tf.constant(w_np), 1).numpy()  # eager: every logit
     np.testing.assert_allclose(outside, exact, rtol=1e-5, atol=1e-5)
     assert kernels.top_logits_screen(tf.constant(w_np)) is None  # no screen outside XLA
+
+
+def test_attend_cached_under_xla_matches_softmax_attention(rng):
+    """One query per row over the cache, only the visible slots (grouped kv heads too); None outside XLA."""
+    if kernels.linear_impl().label != "cpp":
+        pytest.skip("the C++ XLA targets are unavailable")
+    b, h, hkv, t, d = 3, 4, 2, 11, 16
+    q = rng.standard_normal((b, h, d)).astype(np.float32)
+    k = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
+    v = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
+    visible = rng.random((b, t)) < 0.6
+    visible[:, -1] = True
+    attend = tf.function(lambda *a: kernels.attend_cached(*a, 0.3), jit_compile=True)
+    out = attend(tf.constant(q), tf.constant(k), tf.constant(v), tf.constant(visible)).numpy()
+    kk, vv = np.repeat(k, h // hkv, axis=1), np.repeat(v, h // hkv, axis=1)  # [B, H, T, D]
+    scores = np.einsum("bhd,bhtd->bht", q.astype(np.float64), kk) * 0.3
+    scores = np.where(visible[:, None], scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, np.einsum("bht,bhtd->bhd", probs, vv), rtol=1e-5, atol=1e-5)
+    assert kernels.attend_cached(tf.constant(q), tf.constant(k), tf.constant(v), tf.constant(visible), 0.3) is None

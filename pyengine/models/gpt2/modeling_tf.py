@@ -55,6 +55,11 @@ class TFGPT2Attention(tf_keras.layers.Layer):
         query, key, value = (self._heads(t) for t in tf.split(self.c_attn(x, nk[0]), 3, axis=-1))
         if cache is not None:
             key, value = update_cache(cache[0], key, start), update_cache(cache[1], value, start)  # [B, H, T, D]
+        if cache is not None and x.shape[1] == 1:  # a decode step under XLA: the C++ kernel over the cache
+            out = kernels.attend_cached(query[:, :, 0], key, value, bias[:, 0, 0] == 0, self.scale)  # [B, H, D]
+            if out is not None:
+                out = tf.reshape(out, [-1, 1, self.num_heads * self.head_dim])
+                return self.c_proj(out, nk[1]), (key, value), None
         scores = tf.matmul(query, key, transpose_b=True) * self.scale + bias  # [B, H, S, T]
         probs = tf.nn.softmax(scores, axis=-1)
         out = tf.transpose(tf.matmul(probs, value), [0, 2, 1, 3])  # [B, S, H, D]

@@ -95,6 +95,11 @@ class TFLlamaAttention(tf_keras.layers.Layer):
         q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
         if cache is not None:
             k, v = update_cache(cache[0], k, start), update_cache(cache[1], v, start)  # [B, H_kv, T, D]
+        if cache is not None and x.shape[1] == 1:  # a decode step under XLA: the C++ kernel over the cache
+            out = kernels.attend_cached(q[:, :, 0], k, v, bias[:, 0, 0] == 0, self.head_dim**-0.5)  # [B, H, D]
+            if out is not None:
+                out = tf.reshape(out, [-1, 1, self.heads * self.head_dim])
+                return (self.o_proj(out) if nk is None else flat_linear(out, nk[2], self.o_proj.bias)), (k, v)
         groups = self.heads // self.kv_heads
         keys, values = tf.repeat(k, groups, axis=1), tf.repeat(v, groups, axis=1)  # GQA: [B, H, T, D]
         scores = tf.matmul(q, keys, transpose_b=True) * (self.head_dim**-0.5) + bias
@@ -275,12 +280,25 @@ class TFLlamaForCausalLM(TFLlamaPreTrainedModel):
                                    nk=state.get("nk"))  # fmt: skip
         return self._decode_logits(x[:, -1], state), {**state, "caches": caches}
 
+    def tf_screen_head(self, state: dict, top_logits: Any) -> dict:
+        """The state for decode steps that need only each row's `top_logits` largest logits: the int8 screen of
+        the head `[V, E]` (the tied table, or the untied head's `[out, in]` copy a batch keeps), built now
+        (kernels.top_logits_screen); `state` unchanged where it cannot run (an untied head at batch 1)."""
+        head = self._head_nk(state)
+        screen = None if head is None else kernels.top_logits_screen(head)
+        return state if screen is None else {**state, "screen": screen, "top_logits": top_logits}
+
+    def _head_nk(self, state: dict) -> tf.Tensor | None:
+        return self.model.embed_tokens.embeddings if self.lm_head is None else state.get("head_nk")
+
     def _decode_logits(self, x: tf.Tensor, state: dict) -> tf.Tensor:
-        """Logits `[B, V]` of the last hidden states `[B, E]`; on the C++ product when `state` holds `nk`."""
+        """Logits `[B, V]` of the last hidden states `[B, E]`; on the C++ product when `state` holds `nk`, only
+        the top ones when it holds a screen."""
+        if "screen" in state:
+            return kernels.top_logits(x, state["screen"], self._head_nk(state), state["top_logits"])
         if "nk" not in state:
             return self._logits(x)
-        table = self.model.embed_tokens.embeddings if self.lm_head is None else state["head_nk"]  # [V, E]
-        return kernels.linear(x, table)
+        return kernels.linear(x, self._head_nk(state))  # [V, E]
 
     def tf_reorder(self, state: dict, index: tf.Tensor) -> dict:
         caches = [(tf.gather(k, index), tf.gather(v, index)) for k, v in state["caches"]]
