@@ -15,6 +15,10 @@ when `decode_cache()` below accepts the call, built from four ops:
                       batch-1 steps are short enough that a dispatch and a fork/join per op, or a return
                       to Python per layer, idles the second core for a tenth of them
 
+The LM head (`Head`) computes every logit, or, when the caller asks for each row's top k only (`top_logits`,
+generate's greedy and top-k steps), screens an int8 copy of the head and recomputes the few rows that can
+reach the k-th largest (csrc/include/pyengine/top_logits.h): a fifth of SmolLM2's weight stream at batch 1.
+
 Each op writes into a caller-owned buffer (`Workspace`, reused across steps of the same batch size).
 The Python function `<op>_reference` next to each is its meaning in torch ops; tests compare the C++
 kernel against it. The plain `forward` stays the reference for whole models: logits agree within the
