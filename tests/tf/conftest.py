@@ -31,3 +31,22 @@ def linear_calls(monkeypatch):
 
     monkeypatch.setattr(kernels, "linear", spy)
     return seen
+
+
+@pytest.fixture
+def screened_and_full(monkeypatch):
+    """`run(model, prompt, mask, **kwargs)` -> (tokens with the head's int8 screen, tokens with the full head): the
+    same compiled generate, traced afresh for each."""
+    from pyengine.backends.tf import kernels
+
+    def run(model, prompt, mask, **kwargs):
+        outs = []
+        for screen in (True, False):
+            if not screen:
+                monkeypatch.setattr(kernels, "top_logits_screen", lambda w: None)
+            model.__dict__.pop("_pyengine_compiled", None)
+            outs.append(model.generate(tf.constant(prompt), attention_mask=tf.constant(mask), jit_compile=True,
+                                       **kwargs).numpy())  # fmt: skip
+        return outs
+
+    return run

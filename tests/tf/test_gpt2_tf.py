@@ -88,18 +88,11 @@ def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls, 
 
 @pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(do_sample=True, top_k=5, temperature=0.7),
                                     dict(do_sample=True, top_k=8, top_p=0.8, min_new_tokens=9)])  # fmt: skip
-def test_xla_screened_head_keeps_the_tokens(pair, monkeypatch, kwargs):
+def test_xla_screened_head_keeps_the_tokens(pair, screened_and_full, kwargs):
     """Greedy and top-k sampling under XLA read the head's int8 screen in decode steps; the tokens equal those
     of the full head, draw for draw (top_k is a traced value: the screen's width follows it)."""
-    _, tfm, _ = pair
-    outs = []
-    for screen in (True, False):
-        if not screen:
-            monkeypatch.setattr(kernels, "top_logits_screen", lambda w: None)
-        tfm.__dict__.pop("_pyengine_compiled", None)
-        outs.append(tfm.generate(tf.constant(PROMPT), attention_mask=tf.constant(MASK), max_new_tokens=10, seed=4,
-                                 jit_compile=True, **kwargs).numpy())  # fmt: skip
-    np.testing.assert_array_equal(outs[0], outs[1])
+    screened, full = screened_and_full(pair[1], PROMPT, MASK, max_new_tokens=10, seed=4, **kwargs)
+    np.testing.assert_array_equal(screened, full)
 
 
 def test_beam_tokens_match_torch(pair):

@@ -65,18 +65,11 @@ def test_xla_batch_one_takes_the_layers_weights_as_they_are(pair, linear_calls):
 
 
 @pytest.mark.parametrize("kwargs", [dict(do_sample=False), dict(do_sample=True, top_k=6, temperature=0.8)])
-def test_xla_screened_head_keeps_the_tokens(pair, monkeypatch, kwargs):
+def test_xla_screened_head_keeps_the_tokens(pair, screened_and_full, kwargs):
     """Batch 2 under XLA: the head's int8 screen (the tied table, or the untied head's `[out, in]` copy) gives
     the full head's tokens, draw for draw."""
-    _, tfm, _ = pair
-    outs = []
-    for screen in (True, False):
-        if not screen:
-            monkeypatch.setattr(kernels, "top_logits_screen", lambda w: None)
-        tfm.__dict__.pop("_pyengine_compiled", None)
-        outs.append(tfm.generate(tf.constant(PROMPT), attention_mask=tf.constant(MASK), max_new_tokens=8, seed=3,
-                                 jit_compile=True, **kwargs).numpy())  # fmt: skip
-    np.testing.assert_array_equal(outs[0], outs[1])
+    screened, full = screened_and_full(pair[1], PROMPT, MASK, max_new_tokens=8, seed=3, **kwargs)
+    np.testing.assert_array_equal(screened, full)
 
 
 def test_h5_round_trip_and_from_tf_into_torch(pair, tmp_path):
