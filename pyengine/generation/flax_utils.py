@@ -40,7 +40,7 @@ from pyengine.engine import loop
 from pyengine.engine import processors as P
 from pyengine.engine.beam_search import run_beam
 from pyengine.engine.compiled import check_compilable, run_compiled
-from pyengine.engine.plan import DecodePlan, build_plan, with_every_warper
+from pyengine.engine.plan import DecodePlan, build_plan, top_logits_needed, with_every_warper
 from pyengine.utils.model_output import ModelOutput
 
 logger = logging.getLogger("pyengine")
@@ -275,8 +275,25 @@ class FlaxGenerationMixin:
             logits, cache = self._seq2seq_step(params, tokens, state["enc"], state["enc_mask"], state["cache"])
             return logits[:, 0], {**state, "cache": cache}
         pos = state["pos"] + 1
-        logits, cache = self._decode_step(params, tokens, state["mask"], pos[:, None], state["cache"])
+        screened = {"screen": state["screen"], "top_logits": state["top_logits"]} if "screen" in state else {}
+        logits, cache = self._decode_step(params, tokens, state["mask"], pos[:, None], state["cache"], **screened)
         return logits[:, 0], {**state, "cache": cache, "pos": pos}
+
+    def _head_table(self, params: Any) -> Any:
+        """The LM head `[V, E]` whose int8 screen decode steps may read when only the top logits count (the
+        model's `_decode_step` then takes `screen` and `top_logits`); None: every step computes every logit."""
+        return None
+
+    def _screen_head(self, params: Any, plan: DecodePlan, state: dict) -> dict:
+        """The loop state with the head's screen (`kernels.top_logits_screen`, built in this call from the weights
+        as they are) and the width the plan needs (`top_logits_needed`, an array when top_k is a traced
+        value), or `state` unchanged."""
+        from pyengine.backends.jax import kernels
+
+        width = top_logits_needed(plan, maximum=lambda top_k, keep: jnp.maximum(jnp.asarray(top_k, jnp.int32), keep))
+        table = None if width is None else self._head_table(params)
+        screen = None if table is None else kernels.top_logits_screen(table)
+        return state if screen is None else {**state, "screen": screen, "top_logits": jnp.asarray(width, jnp.int32)}
 
     def _decode_params(self, params: Any, batch: int) -> Any:
         """The parameters the compiled loop hands to every step (a model may add layouts its decode step
@@ -304,6 +321,8 @@ class FlaxGenerationMixin:
             traced = dataclasses.replace(plan, processors=_with_values(plan.processors, values))
             params = self._decode_params(params, prompt.shape[0])  # once per call, outside the loop
             first, state = self._gen_prefill(params, prompt, mask, plan.max_length, enc if seq2seq else None)
+            if not seq2seq:
+                state = self._screen_head(params, traced, state)  # decode steps: only the logits that count
             step = lambda st, tokens, cur: self._gen_step(params, st, tokens)  # noqa: E731
             result = run_compiled(traced, backend, prompt, first, state, step, rng=key)
             return result.sequences, result.scores

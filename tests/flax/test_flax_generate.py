@@ -126,3 +126,25 @@ def test_bad_input_gives_clear_errors(model):
         with tempfile.TemporaryDirectory() as d:
             GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=10, n_positions=8)).save_pretrained(d)
             FlaxGPT2LMHeadModel.from_pretrained(d)
+
+
+@pytest.mark.parametrize("kw", [dict(do_sample=False), dict(top_k=5, temperature=0.7), dict(top_k=9, top_p=0.8)])
+def test_compiled_decode_steps_screen_the_head_and_keep_the_tokens(model, monkeypatch, kw):
+    """trace=True: greedy and top-k decode steps read the tied head's int8 screen (`kernels.top_logits` gets it);
+    the tokens equal the full head's, draw for draw."""
+    from pyengine.backends.jax import kernels
+
+    if kernels.linear_impl().label != "cpp":
+        pytest.skip("the C++ XLA targets are unavailable")
+    screens = []
+    real = kernels.top_logits
+    monkeypatch.setattr(kernels, "top_logits", lambda x, s, w, k: screens.append(s is not None) or real(x, s, w, k))
+    outs = []
+    for screen in (True, False):
+        if not screen:
+            monkeypatch.setattr(kernels, "top_logits_screen", lambda w: None)
+        model.__dict__.pop("_generate_fns", None)
+        outs.append(_sample(model, 2, **kw))
+        assert screens == [True] if screen else not screens  # traced once, with the screen; then never called
+        screens.clear()
+    np.testing.assert_array_equal(outs[0], outs[1])

@@ -185,3 +185,38 @@ def attend_cached_impl() -> Impl:
 def attend_cached(q: Array, k: Array, v: Array, visible: Array, scale: float) -> Array:
     """One query per row: q `[B, H, D]`, k/v `[B, H_kv, T, D]`, visible `[B, T]` bool -> `[B, H, D]`."""
     return attend_cached_impl().fn(q, k, v, visible, scale)
+
+
+TOP_LOGITS_MAX_ROWS = 16  # decode.TOP_LOGITS_MAX_ROWS: past it the head's product is compute-bound
+
+
+def top_logits_screen(w: Array) -> tuple[Array, Array, Array] | None:
+    """(q, scale, slack): the int8 screen of a float32 head `w [N, K]` for `top_logits`, built by the custom call
+    `pyengine_top_logits_screen` (csrc/xla/top_logits.cpp) from the weights as they are in this call; None
+    where `top_logits` would not use it (no C++ kernels, another dtype). A head holding inf or NaN gets
+    non-finite slacks, and `pyengine_top_logits` then computes every logit."""
+    if linear_impl().label != "cpp" or w.dtype != jnp.dtype(jnp.float32) or w.ndim != 2:
+        return None
+    n, k = w.shape
+    call = jax.ffi.ffi_call("pyengine_top_logits_screen",
+                            (jax.ShapeDtypeStruct((n, k), jnp.int8), jax.ShapeDtypeStruct((n,), jnp.float32),
+                             jax.ShapeDtypeStruct((n,), jnp.float32)),
+                            custom_call_api_version=xla_targets.STATUS_RETURNING_UNIFIED,
+                            legacy_backend_config=f"{n} {k}")  # fmt: skip
+    return tuple(call(w))
+
+
+def top_logits(x: Array, screen: tuple | None, w: Array, k: Any) -> Array:
+    """`x @ w.T` `[M, N]` with only each row's `k` largest (ties included) exact and -inf elsewhere, through the
+    int8 `screen` of the head `w [N, K]` (`pyengine_top_logits`; `k` may be a traced int32 scalar). Without a
+    screen, past TOP_LOGITS_MAX_ROWS rows or for another dtype: every logit (`linear`)."""
+    m, kdim = x.shape
+    f32 = jnp.dtype(jnp.float32)
+    fits = screen is not None and 0 < m <= TOP_LOGITS_MAX_ROWS and w.shape[1] == kdim
+    if not fits or x.dtype != f32 or w.dtype != f32:
+        return linear(x, w)
+    n = w.shape[0]
+    call = jax.ffi.ffi_call("pyengine_top_logits", jax.ShapeDtypeStruct((m, n), jnp.float32),
+                            custom_call_api_version=xla_targets.STATUS_RETURNING_UNIFIED,
+                            legacy_backend_config=f"{m} {kdim} {n}")  # fmt: skip
+    return call(x, *screen, w, jnp.asarray(k, jnp.int32).reshape(()))

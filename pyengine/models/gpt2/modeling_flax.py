@@ -160,7 +160,7 @@ class FlaxGPT2LMHeadModule(nn.Module):
                                     kernel_init=jax.nn.initializers.normal(self.config.initializer_range))  # fmt: skip
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
-                 last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
+                 last_only: bool = False, screen: Any = None, top_logits: Any = None) -> tuple[Any, Any]:  # fmt: skip
         """Logits `[B, S, V]`, or `[B, 1, V]` of the last position with `last_only` (generate's prefill: the
         head over every prompt position was 20 of its 63 GFLOP at batch 8 x 32 tokens)."""
         hidden, cache = self.transformer(input_ids, attention_mask, position_ids, cache)
@@ -168,7 +168,9 @@ class FlaxGPT2LMHeadModule(nn.Module):
             hidden = hidden[:, -1:]
         if getattr(self.config, "tie_word_embeddings", True):
             embedding = self.transformer.wte.embedding.astype(self.dtype)
-            flat = kernels.linear(hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype), embedding)
+            flat = hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype)
+            # `screen` (generate's decode steps): only each row's `top_logits` largest logits, -inf elsewhere
+            flat = kernels.linear(flat, embedding) if screen is None else kernels.top_logits(flat, screen, embedding, top_logits)
             logits = flat.reshape(*hidden.shape[:-1], -1)
         else:
             logits = self.lm_head(hidden)
@@ -236,6 +238,11 @@ class FlaxGPT2LMHeadModel(FlaxGPT2PreTrainedModel):
         return FlaxCausalLMOutput(logits=logits, past_key_values=cache)
 
     def _decode_step(self, params: Any, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any,
-                     last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
-        logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache, last_only)
+                     last_only: bool = False, screen: Any = None, top_logits: Any = None) -> tuple[Any, Any]:  # fmt: skip
+        logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache, last_only,
+                                          screen, top_logits)  # fmt: skip
         return logits.astype(jnp.float32), cache
+
+    def _head_table(self, params: Any) -> Any:
+        """The tied head `[V, E]` a screen can be built from (None when the head is untied)."""
+        return params["transformer"]["wte"]["embedding"] if getattr(self.config, "tie_word_embeddings", True) else None

@@ -240,14 +240,16 @@ class FlaxLlamaForCausalLMModule(nn.Module):
                                     kernel_init=jax.nn.initializers.normal(self.config.initializer_range))  # fmt: skip
 
     def __call__(self, input_ids: Any, attention_mask: Any = None, position_ids: Any = None, cache: Any = None,
-                 last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
+                 last_only: bool = False, screen: Any = None, top_logits: Any = None) -> tuple[Any, Any]:  # fmt: skip
         """Logits `[B, S, V]`, or `[B, 1, V]` of the last position with `last_only` (generate's prefill)."""
         hidden, cache = self.model(input_ids, attention_mask, position_ids, cache)
         if last_only:
             hidden = hidden[:, -1:]
         if self.config.tie_word_embeddings:  # hidden @ table.T: the table is already [out, in]
             table = self.model.embed_tokens.embedding.astype(self.dtype)
-            flat = kernels.linear(hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype), table)
+            flat = hidden.reshape(-1, hidden.shape[-1]).astype(self.dtype)
+            # `screen` (generate's decode steps): only each row's `top_logits` largest logits, -inf elsewhere
+            flat = kernels.linear(flat, table) if screen is None else kernels.top_logits(flat, screen, table, top_logits)
             logits = flat.reshape(*hidden.shape[:-1], -1)
         else:
             logits = self.lm_head(hidden)
@@ -311,9 +313,14 @@ class FlaxLlamaForCausalLM(FlaxLlamaPreTrainedModel):
         return FlaxCausalLMOutput(logits=logits, past_key_values=cache)
 
     def _decode_step(self, params: Any, input_ids: Any, attention_mask: Any, position_ids: Any, cache: Any,
-                     last_only: bool = False) -> tuple[Any, Any]:  # fmt: skip
-        logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache, last_only)
+                     last_only: bool = False, screen: Any = None, top_logits: Any = None) -> tuple[Any, Any]:  # fmt: skip
+        logits, cache = self.module.apply({"params": params}, input_ids, attention_mask, position_ids, cache, last_only,
+                                          screen, top_logits)  # fmt: skip
         return logits.astype(jnp.float32), cache
+
+    def _head_table(self, params: Any) -> Any:
+        """The tied head `[V, E]` a screen can be built from (None when the head is untied)."""
+        return params["model"]["embed_tokens"]["embedding"] if self.config.tie_word_embeddings else None
 
     def _decode_params(self, params: Any, batch: int) -> Any:
         """Adds `kernel_t` (`[out, in]`) next to every Dense kernel for the decode steps' C++ products (see
