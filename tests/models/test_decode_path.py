@@ -405,6 +405,15 @@ def test_top_logits_bad_input_is_clear():
         _cpp().top_logits(torch.empty(2, 299), x, screen, weight, 1)
 
 
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_forward_rejects_a_bad_top_logits(families, name):
+    _, ours = _model(families, name)
+    ids = torch.randint(1, VOCAB, (1, 3), generator=torch.Generator().manual_seed(0))
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(ValueError, match="top_logits must be a positive int"):
+            ours(ids, top_logits=bad)
+
+
 def test_head_screens_only_where_it_pays():
     weight = torch.randn(300, 32)
     assert decode.Head(weight).screens(1, 1) and decode.Head(weight, "bf16").screens(decode.TOP_LOGITS_MAX_ROWS, 50)

@@ -287,6 +287,15 @@ class Head(Linear):
             super().__call__(out, x, accumulate)
 
 
+def check_top_logits(top_logits: Any) -> None:
+    """`forward(top_logits=...)` takes None or a positive int."""
+    if top_logits is not None and (isinstance(top_logits, bool) or not isinstance(top_logits, int) or top_logits < 1):
+        raise ValueError(
+            f"top_logits must be a positive int (each row's k largest logits are computed, the rest are -inf) or "
+            f"None (every logit); got {top_logits!r}."
+        )
+
+
 # The screen pays while the head's product streams its weights; by 32 rows it is compute-bound and int8 saves
 # no arithmetic. SmolLM2's head from memory, 2 threads, full -> top 1 / top 50: 1 row 4.2 -> 1.7 / 1.6 ms,
 # 8 rows 5.1 -> 3.1 / 3.3, 16 rows 6.5 -> 4.9 / 5.4, 32 rows 8.7 -> 9.3 / 10.1. Past ~1k top logits the

@@ -448,6 +448,7 @@ class GPT2LMHeadModel(GPT2PreTrainedModel, decode.DecodePathMixin, GenerationMix
             (others): see `GPT2Model.forward`.
         """
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        decode.check_top_logits(top_logits)
         cache = decode.decode_cache(self, input_ids, past_key_values, inputs_embeds, labels, use_cache,
                                     output_attentions, output_hidden_states, logits_to_keep)  # fmt: skip
         if token_type_ids is not None or head_mask is not None or encoder_hidden_states is not None:

@@ -505,6 +505,7 @@ class LlamaForCausalLM(LlamaPreTrainedModel, decode.DecodePathMixin, GenerationM
             (others): see `LlamaModel.forward`.
         """
         return_dict = self.config.use_return_dict if return_dict is None else return_dict
+        decode.check_top_logits(top_logits)
         cache = decode.decode_cache(self, input_ids, past_key_values, inputs_embeds, labels, use_cache,
                                     output_attentions, output_hidden_states, logits_to_keep)  # fmt: skip
         if cache is not None:  # one token per row: the decode path
