@@ -291,7 +291,8 @@ class FlaxGenerationMixin:
         from pyengine.backends.jax import kernels
 
         width = top_logits_needed(plan, maximum=lambda top_k, keep: jnp.maximum(jnp.asarray(top_k, jnp.int32), keep))
-        table = None if width is None else self._head_table(params)
+        rows = state["mask"].shape[0]  # the batch: past TOP_LOGITS_MAX_ROWS the head takes every logit anyway
+        table = None if width is None or rows > kernels.TOP_LOGITS_MAX_ROWS else self._head_table(params)
         screen = None if table is None else kernels.top_logits_screen(table)
         return state if screen is None else {**state, "screen": screen, "top_logits": jnp.asarray(width, jnp.int32)}
 

@@ -288,7 +288,7 @@ class TFGenerationMixin:
 
     def _compiled_body(self, plan: Any, specs: list, prompt: Any, mask: Any, encoder: tuple, values: list,
                        rng: Any) -> tuple[Any, Any, Any]:  # fmt: skip
-        from pyengine.backends.tf import tf
+        from pyengine.backends.tf import kernels, tf
         from pyengine.backends.tf.backend import TFBackend
         from pyengine.engine.compiled import run_compiled
 
@@ -296,7 +296,8 @@ class TFGenerationMixin:
         logits, state = self._start(prompt, mask, encoder or None, plan.max_length)
         logits = self.adjust_logits_during_generation(tf.cast(logits, tf.float32), cur_len=prompt.shape[1])
         width = top_logits_needed(plan, maximum=lambda top_k, keep: tf.maximum(tf.cast(top_k, tf.int32), keep))
-        if width is not None and hasattr(self, "tf_screen_head") and _adjusts_nothing(self):
+        screens = prompt.shape[0] <= kernels.TOP_LOGITS_MAX_ROWS and hasattr(self, "tf_screen_head")
+        if width is not None and screens and _adjusts_nothing(self):
             state = self.tf_screen_head(state, width)  # decode steps then compute only the logits that count
 
         def step(model_state: Any, tokens: Any, cur: Any) -> tuple[Any, Any]:

@@ -95,6 +95,19 @@ def test_xla_screened_head_keeps_the_tokens(pair, screened_and_full, kwargs):
     np.testing.assert_array_equal(screened, full)
 
 
+def test_xla_batches_past_the_screen_limit_build_no_screen(pair, monkeypatch):
+    """Past TOP_LOGITS_MAX_ROWS rows the head's product is compute-bound: no screen is built for it."""
+    _, tfm, _ = pair
+    built = []
+    real = kernels.top_logits_screen
+    monkeypatch.setattr(kernels, "top_logits_screen", lambda w: built.append(w.shape) or real(w))
+    for rows, expected in ((kernels.TOP_LOGITS_MAX_ROWS + 1, 0), (2, 1)):
+        tfm.__dict__.pop("_pyengine_compiled", None)
+        built.clear()
+        tfm.generate(tf.constant(np.tile(PROMPT[1:], (rows, 1))), max_new_tokens=3, jit_compile=True)
+        assert len(built) == expected
+
+
 def test_beam_tokens_match_torch(pair):
     pt, tfm, _ = pair
     kwargs = dict(num_beams=3, num_return_sequences=2, max_new_tokens=6, length_penalty=0.8)
