@@ -18,7 +18,7 @@
 namespace {
 
 constexpr int64_t kChunk = 16;  // output columns per work item, as pyengine_linear
-constexpr int64_t kMaxK = 1024;  // decode.TOP_LOGITS_MAX_K
+constexpr int64_t kMaxK = 1024;  // pyengine/ops/top_logits.py, TOP_LOGITS_MAX_K
 
 struct Shape {
   long long M = 0, K = 0, N = 0;

@@ -43,6 +43,7 @@ from pyengine.backends import xla_targets
 from pyengine.backends.jax import functional as F
 from pyengine.backends.jax import native
 from pyengine.ops.registry import Impl, select
+from pyengine.ops.top_logits import TOP_LOGITS_MAX_ROWS
 
 Array = Any
 MAX_ROWS = 64  # up to this many rows the C++ kernel beats XLA's dot (measured at 1, 8, 32)
@@ -185,9 +186,6 @@ def attend_cached_impl() -> Impl:
 def attend_cached(q: Array, k: Array, v: Array, visible: Array, scale: float) -> Array:
     """One query per row: q `[B, H, D]`, k/v `[B, H_kv, T, D]`, visible `[B, T]` bool -> `[B, H, D]`."""
     return attend_cached_impl().fn(q, k, v, visible, scale)
-
-
-TOP_LOGITS_MAX_ROWS = 16  # decode.TOP_LOGITS_MAX_ROWS: past it the head's product is compute-bound
 
 
 def top_logits_screen(w: Array) -> tuple[Array, Array, Array] | None:

@@ -27,6 +27,7 @@ from typing import Any
 from pyengine.backends import xla_targets
 from pyengine.backends.tf import native, tf
 from pyengine.ops.registry import Impl, select
+from pyengine.ops.top_logits import TOP_LOGITS_MAX_ROWS
 
 MAX_ROWS = 64  # up to this many rows the C++ kernel beats XLA's dot
 
@@ -69,9 +70,6 @@ def attend_cached(q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, visible: tf.Tensor, 
     operands = [q, k, v, tf.cast(visible, tf.uint8)]
     return _custom_call("pyengine_attend_cached", operands, f"{b} {h} {hkv} {t} {d} {float(scale)!r}", tf.float32,
                         [b, h, d])  # fmt: skip
-
-
-TOP_LOGITS_MAX_ROWS = 16  # decode.TOP_LOGITS_MAX_ROWS: past it the head's product is compute-bound
 
 
 def top_logits(x: tf.Tensor, screen: tuple, w: tf.Tensor, k: Any) -> tf.Tensor:

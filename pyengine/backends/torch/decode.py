@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from pyengine.backends.torch import hugepages
 from pyengine.backends.torch.cache import KVCache, gather_rows
+from pyengine.ops.top_logits import TOP_LOGITS_MAX_K, TOP_LOGITS_MAX_ROWS
 
 WEIGHTS_DTYPES = ("float32", "bf16", "int8")
 # float32 products of more rows than this go to the library GEMM; bf16 / int8 always use linear_into.
@@ -296,14 +297,6 @@ def check_top_logits(top_logits: Any) -> None:
         )
 
 
-# The screen pays while the head's product streams its weights; by 32 rows it is compute-bound and int8 saves
-# no arithmetic. SmolLM2's head from memory, 2 threads, full -> top 1 / top 50: 1 row 4.2 -> 1.7 / 1.6 ms,
-# 8 rows 5.1 -> 3.1 / 3.3, 16 rows 6.5 -> 4.9 / 5.4, 32 rows 8.7 -> 9.3 / 10.1. Past ~1k top logits the
-# candidates stop being a small part of the row.
-TOP_LOGITS_MAX_ROWS = 16
-TOP_LOGITS_MAX_K = 1024
-
-
 @dataclass(frozen=True)
 class Screen:
     """An int8 screen of a head `W [N, K]`: `|x . W[n] - scale[n] * (x . q[n])| <= ||x|| * slack[n]`, for the
@@ -326,9 +319,10 @@ def screen_weights(weight: torch.Tensor) -> Screen | bool:
 def screen_weights_reference(weight: torch.Tensor, chunk: int = 4096) -> Screen | bool:
     """The meaning of `screen_weights`, in float64 torch ops.
 
-    q, scale: `quantize_int8`. slack[n] = (||W[n] - scale[n] q[n]|| + gamma * (||W[n]|| + scale[n] ||q[n]||)) * (1 + 1e-6), in float64 and
-    rounded up to float32, gamma = (K + 2) u / (1 - (K + 2) u) with u = 2^-24: Cauchy-Schwarz on the rounding
-    residual plus the float32 rounding of both dot products (fused multiply-adds, scale applied after).
+    q, scale: `quantize_int8`. slack[n] = (||W[n] - scale[n] q[n]|| + gamma * (||W[n]|| + scale[n] ||q[n]||))
+    * (1 + 1e-6), in float64 and rounded up to float32, gamma = (K + 2) u / (1 - (K + 2) u) with u = 2^-24:
+    Cauchy-Schwarz on the rounding residual plus the float32 rounding of both dot products (fused
+    multiply-adds, scale applied after).
     """
     w32 = weight.detach().float()
     if not bool(torch.isfinite(w32).all()):
